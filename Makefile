@@ -1,0 +1,54 @@
+# kiln — the targets people and CI both use.
+SHELL := /bin/bash
+PY    := .venv/bin/python
+export DS_ACCELERATOR ?= cpu
+export KUBECONFIG ?= $(CURDIR)/.kiln/kubeconfig
+
+.PHONY: venv demo test test-unit test-integration test-e2e lint cluster-build cluster-up cluster-down images chart bench crd
+
+venv:            ## the project virtualenv from requirements.lock
+	@scripts/venv.sh
+
+cluster-build: venv  ## build the embedded cluster's binaries (cached in ~/.cache/kiln)
+	@devcluster/build.sh
+
+cluster-up: cluster-build  ## start etcd, apiserver, controllers, scheduler, MinIO, process node
+	@$(PY) -m kiln_devcluster.cli up
+
+cluster-down:    ## stop everything cluster-up started
+	@if [ -x $(PY) ]; then $(PY) -m kiln_devcluster.cli down; fi
+
+demo: cluster-up  ## the whole flow: chart, tiny run, training, export, Triton, generated text
+	@$(PY) -m kiln_operator.demo
+
+test: venv lint test-unit test-integration test-e2e  ## what CI runs
+
+test-unit: venv
+	@scripts/pytest.sh tests/unit
+
+test-integration: cluster-build
+	@scripts/pytest.sh tests/integration
+
+test-e2e: cluster-build
+	@scripts/pytest.sh tests/e2e
+
+lint: venv
+	.venv/bin/ruff check api operator trainer devcluster tests bench
+	.venv/bin/mypy api/kiln_api operator/kiln_operator
+	.venv/bin/lint-imports
+
+crd: venv        ## regenerate the CRD in the chart from api/
+	$(PY) -m kiln_api.crd > charts/kiln/crds/trainingrun.yaml
+
+images:          ## build the container images (needs a Docker engine)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "no Docker engine here; Dockerfiles are linted by the unit tests"; exit 0; }
+	docker build -t kiln/operator:dev -f images/operator/Dockerfile .
+	docker build -t kiln/trainer:dev -f images/trainer/Dockerfile .
+	docker build -t kiln/serving:dev -f images/serving/Dockerfile .
+
+chart: cluster-build  ## lint and package the Helm chart with the built helm
+	$$(devcluster/build.sh --print-bin)/helm lint charts/kiln
+	$$(devcluster/build.sh --print-bin)/helm package charts/kiln -d .kiln/
+
+bench: venv
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
