@@ -1,0 +1,1 @@
+"""Serving targets: Triton Deployments that runs roll out to, with an inference gate."""

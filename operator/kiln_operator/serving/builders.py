@@ -1,0 +1,233 @@
+"""Pure builders for a serving target's objects (spec → dict; no cluster access).
+
+A target `T` in namespace `ns` is:
+
+* ConfigMap `T-serving`: which run and model version is live. Serving pods read the version from
+  it at start, so a restarted pod comes back with the live version, never an ungated newer one.
+* Deployment `T` + Service `T`: Triton pods serving the live version (ports 8000/8001/8002).
+* Deployment `T-canary` (no Service selects it): one pod that loads a candidate version so the gate
+  can query it before any client is served by it.
+* Job `<run>-gate-v<N>`: runs `kiln-trainer gate` against the canary with the tenant's S3
+  credentials, so the operator never reads tenants' secrets.
+
+The target outlives runs (several runs roll out to it in turn), so its objects are not owned by a
+run; the gate Job is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+ROLE_SERVING, ROLE_CANARY = "serving", "canary"
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    """Everything the builders need to know about one target."""
+
+    name: str
+    namespace: str
+    model: str
+    repository: str
+    """Model repository URI (s3://bucket/prefix/models)."""
+    endpoint: str | None
+    """S3 endpoint URL, or None for AWS."""
+    secret: str | None
+    """Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, in the same namespace."""
+    image: str
+    """Serving image: Triton plus kiln's python-backend model code and its imports."""
+    replicas: int = 1
+    service_account: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def selector(t: ServingTarget, role: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "triton", "kiln.dev/serving-target": t.name, "kiln.dev/role": role}
+
+
+def _labels(t: ServingTarget, role: str) -> dict[str, str]:
+    return {**t.labels, **selector(t, role), "app.kubernetes.io/part-of": "kiln"}
+
+
+def _s3_env(t: ServingTarget) -> list[Obj]:
+    env: list[Obj] = [{"name": "AWS_DEFAULT_REGION", "value": "us-east-1"}]
+    if t.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": t.endpoint})
+    if t.secret:
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": t.secret, "key": key}}})
+    return env
+
+
+def _triton_container(t: ServingTarget, version_args: list[str], ready_path: str) -> Obj:
+    return {
+        "name": "triton",
+        "image": t.image,
+        "command": ["kiln-trainer", "serve"],
+        "args": ["--repository", t.repository, "--model", t.model, *version_args],
+        "env": _s3_env(t),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT},
+            {"name": "grpc", "containerPort": GRPC_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+        # Model readiness, not server readiness: in explicit mode the server is ready before the
+        # model has loaded.
+        "readinessProbe": {
+            "httpGet": {"path": ready_path, "port": HTTP_PORT},
+            "periodSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": HTTP_PORT},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def _pod_spec(t: ServingTarget, container: Obj, volumes: list[Obj]) -> Obj:
+    spec: Obj = {
+        "containers": [container],
+        "volumes": volumes,
+        # Triton drains in-flight requests on SIGTERM; give generation time to finish.
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if t.service_account:
+        spec["serviceAccountName"] = t.service_account
+    return spec
+
+
+def build_live_configmap(t: ServingTarget, version: int, run: str) -> Obj:
+    """The record of what is live; `version` is what serving pods load at start."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{t.name}-serving", "namespace": t.namespace, "labels": _labels(t, ROLE_SERVING)},
+        "data": {"version": str(version), "run": run, "model": t.model, "repository": t.repository},
+    }
+
+
+def build_serving_deployment(t: ServingTarget) -> Obj:
+    """Triton pods serving whatever version the live ConfigMap names."""
+    container = _triton_container(
+        t, ["--version-file", "/etc/kiln-serving/version"], f"/v2/models/{t.model}/ready"
+    )
+    container["volumeMounts"] = [{"name": "live", "mountPath": "/etc/kiln-serving", "readOnly": True}]
+    volumes = [{"name": "live", "configMap": {"name": f"{t.name}-serving"}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": t.name, "namespace": t.namespace, "labels": _labels(t, ROLE_SERVING)},
+        "spec": {
+            "replicas": t.replicas,
+            "selector": {"matchLabels": selector(t, ROLE_SERVING)},
+            # Never fewer ready pods than asked for while pods are replaced.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": _labels(t, ROLE_SERVING)},
+                "spec": _pod_spec(t, container, volumes),
+            },
+        },
+    }
+
+
+def build_service(t: ServingTarget) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": t.name, "namespace": t.namespace, "labels": _labels(t, ROLE_SERVING)},
+        "spec": {
+            "selector": selector(t, ROLE_SERVING),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT},
+            ],
+        },
+    }
+
+
+def build_canary_deployment(t: ServingTarget, version: int, run: str) -> Obj:
+    """One pod with the candidate version; no Service selects it, so no client reaches it."""
+    labels = {**_labels(t, ROLE_CANARY), "kiln.dev/version": str(version)}
+    container = _triton_container(t, ["--version", str(version)], f"/v2/models/{t.model}/versions/{version}/ready")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{t.name}-canary",
+            "namespace": t.namespace,
+            "labels": labels,
+            "annotations": {"kiln.dev/run": run},
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector(t, ROLE_CANARY)},
+            "strategy": {"type": "Recreate"},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(t, container, [])},
+        },
+    }
+
+
+def build_gate_job(
+    t: ServingTarget,
+    *,
+    run: str,
+    version: int,
+    canary_url: str,
+    prompts: list[str],
+    max_latency_ms: int,
+    trainer_image: str,
+    owner: Obj | None = None,
+) -> Obj:
+    """The gate: real inference against the canary, compared with the export's recorded reference."""
+    args = [
+        "--repository", t.repository, "--model", t.model, "--version", str(version),
+        "--url", canary_url, "--max-latency-ms", str(max_latency_ms),
+    ]
+    for p in prompts:
+        args += ["--prompt", p]
+    meta: Obj = {
+        "name": f"{run}-gate-v{version}",
+        "namespace": t.namespace,
+        "labels": {"app.kubernetes.io/part-of": "kiln", "kiln.dev/run": run, "kiln.dev/serving-target": t.name},
+    }
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {
+                "metadata": {"labels": dict(meta["labels"])},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "gate",
+                            "image": trainer_image,
+                            "command": ["kiln-trainer", "gate"],
+                            "args": args,
+                            "env": _s3_env(t),
+                        }
+                    ],
+                },
+            },
+        },
+    }
