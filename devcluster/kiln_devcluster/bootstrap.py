@@ -1,0 +1,102 @@
+"""Objects `up` applies once the API server is ready, before the add-ons start.
+
+- namespaces ``kiln-system`` and ``kubeflow`` (the training-operator keeps its
+  webhook certificate Secret there);
+- Service ``minio`` in ``kiln-system`` without a selector plus manual Endpoints
+  to the S3 server on the bridge address, so pods use
+  ``http://minio.kiln-system.svc:9000`` (the EndpointSlice mirroring controller
+  turns the Endpoints into an EndpointSlice);
+- the training-operator's PyTorchJob CRD from its module source.
+
+Applied with server-side apply: idempotent, and the CRD is too large for the
+client-side last-applied annotation.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kiln_devcluster.components import API_PORT, NODE_IP, S3_PORT, Ctx
+
+S3_SERVICE = "minio"
+S3_NAMESPACE = "kiln-system"
+
+
+def _manifests() -> list[dict[str, Any]]:
+    port = {"name": "s3", "port": S3_PORT, "protocol": "TCP"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": S3_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeflow"}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": S3_SERVICE, "namespace": S3_NAMESPACE, "labels": {"app.kubernetes.io/part-of": "kiln-devcluster"}},
+            "spec": {"ports": [{**port, "targetPort": S3_PORT}]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": S3_SERVICE, "namespace": S3_NAMESPACE, "labels": {"app.kubernetes.io/part-of": "kiln-devcluster"}},
+            "subsets": [{"addresses": [{"ip": NODE_IP}], "ports": [port]}],
+        },
+    ]
+
+
+def kubectl(ctx: Ctx, *args: str, stdin: str | None = None) -> str:
+    """Run the built kubectl against this cluster as admin; raises with its stderr on failure."""
+    argv = [str(ctx.bin / "kubectl"), f"--kubeconfig={ctx.paths.kubeconfig}", *args]
+    out = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def apply_base(ctx: Ctx, crds: Path | None) -> None:
+    """Apply the namespaces, the S3 Service/Endpoints and (when built) the PyTorchJob CRD."""
+    docs = "\n---\n".join(json.dumps(m) for m in _manifests())
+    kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", "-", stdin=docs)
+    if crds is not None:
+        kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", str(crds))
+        kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/pytorchjobs.kubeflow.org")
+
+
+def get_json(ctx: Ctx, path: str) -> dict[str, Any] | None:
+    """GET an API path as admin; None on 404."""
+    tls = ssl.create_default_context(cafile=str(ctx.pki.ca_crt))
+    tls.load_cert_chain(str(ctx.pki.crt("admin")), str(ctx.pki.key("admin")))
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{API_PORT}{path}", timeout=5, context=tls) as resp:
+            doc: dict[str, Any] = json.load(resp)
+            return doc
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return None
+        raise
+
+
+def node_ready(ctx: Ctx, name: str) -> bool:
+    node = get_json(ctx, f"/api/v1/nodes/{name}")
+    if node is None:
+        return False
+    conds = node.get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+
+
+def wait_node_ready(ctx: Ctx, name: str, timeout_s: float, alive: Callable[[], bool]) -> None:
+    """Wait for Node ``name`` to be Ready; fail early if the node process died (``alive()`` False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if node_ready(ctx, name):
+            return
+        if not alive():
+            raise RuntimeError(f"the process node exited before Node {name} became Ready")
+        time.sleep(0.5)
+    raise TimeoutError(f"Node {name} not Ready after {timeout_s:.0f}s")

@@ -1,0 +1,187 @@
+"""`up`, `down` and `status` of the embedded cluster.
+
+`up` is idempotent: a component whose pid file names a live process is not
+started again, and when everything is already running it only checks the API
+server and returns. Each start waits for the component's health check with a
+deadline and, on failure, shows the tail of its log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+from kiln_devcluster import bootstrap, net, procs
+from kiln_devcluster.components import (
+    COMPONENTS,
+    NODE_NAME,
+    S3_ACCESS_KEY,
+    S3_PORT,
+    S3_SECRET_KEY,
+    Component,
+    Ctx,
+    api_ready,
+)
+from kiln_devcluster.paths import StatePaths, bin_dir, crds_dir
+from kiln_devcluster.pki import Pki, ensure_pki
+
+REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """How `up` behaves."""
+
+    node_ready_timeout_s: float = 90.0
+    """How long to wait for the process node's Node object to become Ready."""
+
+    def __post_init__(self) -> None:
+        if self.node_ready_timeout_s <= 0:
+            raise ValueError(f"node_ready_timeout_s must be positive, got {self.node_ready_timeout_s}")
+
+
+def say(msg: str) -> None:
+    print(f"[kiln-dev] {msg}", flush=True)
+
+
+@contextmanager
+def _step(what: str) -> Iterator[None]:
+    start = time.monotonic()
+    yield
+    say(f"{what} ({time.monotonic() - start:.1f}s)")
+
+
+def _pidfile(paths: StatePaths, c: Component) -> procs.Running | None:
+    return procs.read_pidfile(paths.run / f"{c.name}.pid")
+
+
+def _log_tail(paths: StatePaths, name: str, lines: int = 25) -> str:
+    try:
+        return "\n".join((paths.logs / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_healthy(ctx: Ctx, c: Component, proc: procs.Running) -> None:
+    deadline = time.monotonic() + c.start_timeout_s
+    while time.monotonic() < deadline:
+        if c.healthy(ctx):
+            return
+        if not procs.alive(proc):
+            raise RuntimeError(f"{c.name} exited during start; last log lines:\n{_log_tail(ctx.paths, c.name)}")
+        time.sleep(0.25)
+    raise TimeoutError(
+        f"{c.name} not healthy after {c.start_timeout_s:.0f}s; last log lines:\n{_log_tail(ctx.paths, c.name)}"
+    )
+
+
+def _context(paths: StatePaths, pki: Pki | None = None) -> Ctx:
+    return Ctx(paths=paths, pki=pki or Pki(paths.pki), bin=bin_dir())
+
+
+def _check_binaries(ctx: Ctx) -> None:
+    missing = [b for b in REQUIRED_BINARIES if not (ctx.bin / b).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"missing binaries in {ctx.bin}: {', '.join(missing)}; run devcluster/build.sh (make cluster-build)"
+        )
+
+
+def _already_up(paths: StatePaths) -> bool:
+    ctx = _context(paths)
+    wanted = [c for c in COMPONENTS if c.optional(ctx) is None]
+    return all(_pidfile(paths, c) for c in wanted) and ctx.pki.ca_crt.exists() and api_ready(ctx)
+
+
+def _write_s3_env(paths: StatePaths) -> None:
+    paths.s3_env.write_text(
+        f"AWS_ACCESS_KEY_ID={S3_ACCESS_KEY}\nAWS_SECRET_ACCESS_KEY={S3_SECRET_KEY}\n"
+        f"AWS_ENDPOINT_URL=http://127.0.0.1:{S3_PORT}\nS3_ENDPOINT_IN_CLUSTER="
+        f"http://{bootstrap.S3_SERVICE}.{bootstrap.S3_NAMESPACE}.svc:{S3_PORT}\nAWS_DEFAULT_REGION=us-east-1\n"
+    )
+
+
+def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
+    """Start whatever of the cluster is not running and wait until all of it is healthy."""
+    t0 = time.monotonic()
+    paths.ensure()
+    if _already_up(paths):
+        say(f"already up ({time.monotonic() - t0:.1f}s); kubeconfig: {paths.kubeconfig}")
+        return
+    with _step("certificates and kubeconfigs ready"):
+        pki = ensure_pki(paths)
+    ctx = _context(paths, pki)
+    _check_binaries(ctx)
+    with _step(f"bridge {net.BridgeConfig().name} up"):
+        net.ensure_bridge()
+    _write_s3_env(paths)
+    for c in COMPONENTS:
+        reason = c.optional(ctx)
+        if reason:
+            say(f"skipping {c.name}: {reason}")
+            continue
+        proc = _pidfile(paths, c)
+        with _step(f"{c.name} healthy" + (" (was running)" if proc else "")):
+            if proc is None:
+                proc = procs.start(
+                    c.argv(ctx), log=paths.logs / f"{c.name}.log", pidfile=paths.run / f"{c.name}.pid",
+                    cluster=paths.root, env=c.env,
+                )
+            _wait_healthy(ctx, c, proc)
+        if c.name == "kube-apiserver":
+            _apply_base(ctx)
+        if c.name == "node":
+            with _step(f"Node {NODE_NAME} Ready"):
+                bootstrap.wait_node_ready(ctx, NODE_NAME, opts.node_ready_timeout_s, partial(procs.alive, proc))
+    say(f"up in {time.monotonic() - t0:.1f}s; export KUBECONFIG={paths.kubeconfig}")
+
+
+def _apply_base(ctx: Ctx) -> None:
+    crd = crds_dir() / "kubeflow.org_pytorchjobs.yaml"
+    with _step("base objects applied (namespaces, S3 Service, PyTorchJob CRD)"):
+        bootstrap.apply_base(ctx, crd if crd.exists() else None)
+
+
+def down(paths: StatePaths, purge: bool = False) -> None:
+    """Stop every process of this cluster (pid files, then strays), remove the bridge, optionally the state."""
+    t0 = time.monotonic()
+    for c in reversed(COMPONENTS):
+        pidfile = paths.run / f"{c.name}.pid"
+        proc = procs.read_pidfile(pidfile)
+        if proc is not None:
+            # The node gets longer: it stops its pods with their grace periods.
+            procs.stop(proc, grace_s=30.0 if c.name == "node" else 10.0)
+            say(f"stopped {c.name} (pid {proc.pid})")
+        pidfile.unlink(missing_ok=True)
+    strays = list(procs.marked(paths.root))
+    for proc in strays:
+        say(f"stopping stray pid {proc.pid}")
+        procs.stop(proc, grace_s=5.0)
+    net.remove_bridge()
+    if purge and paths.root.exists():
+        shutil.rmtree(paths.root)
+        say(f"removed {paths.root}")
+    say(f"down in {time.monotonic() - t0:.1f}s")
+
+
+def status(paths: StatePaths) -> bool:
+    """Print each component's state; True when everything that should run is running and healthy."""
+    ctx = _context(paths)
+    ok = True
+    for c in COMPONENTS:
+        reason = c.optional(ctx)
+        proc = _pidfile(paths, c)
+        if reason and proc is None:
+            state = f"skipped ({reason})"
+        elif proc is None:
+            state, ok = "down", False
+        elif ctx.pki.ca_crt.exists() and c.healthy(ctx):
+            state = f"up (pid {proc.pid})"
+        else:
+            state, ok = f"running but unhealthy (pid {proc.pid})", False
+        print(f"{c.name:<24} {state}")
+    return ok

@@ -1,0 +1,54 @@
+"""The host side of pod networking: the ``kiln0`` bridge.
+
+The bridge's address (10.88.0.1) is the node's InternalIP, the pods' gateway
+and the address pods reach host services on (API server, S3). The process node
+attaches one veth per pod to it. Nothing here routes beyond this machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """The pod bridge."""
+
+    name: str = "kiln0"
+    """Linux interface name of the bridge."""
+    address: str = "10.88.0.1/16"
+    """Host address on the bridge, with the pod network's prefix length."""
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 15:
+            raise ValueError(f"BridgeConfig.name must be 1-15 characters, got {self.name!r}")
+        if "/" not in self.address:
+            raise ValueError(f"BridgeConfig.address needs a prefix length, got {self.address!r}")
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+
+
+def bridge_exists(cfg: BridgeConfig = BridgeConfig()) -> bool:
+    return _ip("link", "show", "dev", cfg.name, check=False).returncode == 0
+
+
+def ensure_bridge(cfg: BridgeConfig = BridgeConfig()) -> None:
+    """Create the bridge with its address, bring it up and enable IPv4 forwarding (idempotent)."""
+    if not bridge_exists(cfg):
+        _ip("link", "add", cfg.name, "type", "bridge")
+    addrs = _ip("-o", "addr", "show", "dev", cfg.name).stdout
+    if f" {cfg.address} " not in addrs:
+        _ip("addr", "add", cfg.address, "dev", cfg.name)
+    _ip("link", "set", cfg.name, "up")
+    # Pods talk to each other through the bridge and to host services via its address.
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+
+
+def remove_bridge(cfg: BridgeConfig = BridgeConfig()) -> None:
+    """Delete the bridge if present (the pods' veths go with their namespaces)."""
+    if bridge_exists(cfg):
+        _ip("link", "del", cfg.name)
