@@ -1,0 +1,141 @@
+"""The global half of prepare: dedup over all parts → tokenizer on a sample → encode → shards.
+
+Everything is ordered by document key, so the output depends only on the inputs and the spec, never
+on the number of shards or workers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+from kiln_api.data_config import DataSpec
+from tqdm import tqdm
+
+from kiln_trainer.data.dedup import find_duplicates
+from kiln_trainer.data.manifest import shard_entry, token_dtype
+from kiln_trainer.data.pack import Spool, cut_shards, encode_all, is_val
+from kiln_trainer.data.parts import iter_part_docs
+from kiln_trainer.data.report import Report
+from kiln_trainer.data.tokenizer import TokenizerInfo, train_tokenizer
+
+
+class EmptyDataset(ValueError):
+    """Nothing survived reading, filtering and dedup."""
+
+
+@dataclass
+class Merged:
+    """Local results of the merge, ready to upload."""
+
+    tokenizer: TokenizerInfo
+    tokenizer_path: Path
+    shards: list[dict[str, Any]]
+    files: dict[str, Path]
+
+
+def _load_index(parts: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    keys, hashes, sigs, lines = [], [], [], []
+    for p in parts:
+        with np.load(p / "index.npz", allow_pickle=False) as z:
+            keys.append(z["keys"])
+            hashes.append(z["hashes"])
+            sigs.append(z["sigs"])
+            lines.append(z["lines"])
+    k, h, s, n = (np.concatenate(x) for x in (keys, hashes, sigs, lines))
+    order = np.lexsort((k[:, 1], k[:, 0]))
+    return k[order], h[order], s[order], n[order]
+
+
+def _kept_docs(parts: list[Path], kept: set[tuple[int, int]]) -> Iterator[dict[str, Any]]:
+    """Kept documents of all parts in key order (each part is already sorted)."""
+    streams = [iter_part_docs(p) for p in parts]
+    for doc in heapq.merge(*streams, key=lambda d: (d["k"][0], d["k"][1])):
+        if (doc["k"][0], doc["k"][1]) in kept:
+            yield doc
+
+
+def _sample_lines(docs: Iterator[dict[str, Any]], total_lines: int, spec: DataSpec, out: Path) -> int:
+    """Write a seeded sample of at most ~input_sentence_size lines for tokenizer training."""
+    p = min(1.0, spec.tokenizer.input_sentence_size / max(1, total_lines))
+    seed = spec.tokenizer.seed
+    n = 0
+    with open(out, "w", encoding="utf-8") as f:
+        for d in docs:
+            for i, line in enumerate(ln for ln in d["t"].split("\n") if ln.strip()):
+                if p >= 1.0 or xxhash.xxh64_intdigest(f"{seed}:{d['k'][0]}:{d['k'][1]}:{i}".encode()) / 2**64 < p:
+                    f.write(line + "\n")
+                    n += 1
+    return n
+
+
+def _val_keys(keys: list[tuple[int, int]], spec: DataSpec) -> set[tuple[int, int]]:
+    frac, seed = spec.packing.val_fraction, spec.packing.seed
+    val = {k for k in keys if is_val(seed, k, frac)}
+    if frac > 0 and not val and len(keys) >= 2:
+        # a tiny corpus may draw no validation document: take the one with the smallest draw
+        val = {min(keys, key=lambda k: xxhash.xxh64_intdigest(f"{seed}:{k[0]}:{k[1]}".encode()))}
+    return val
+
+
+def merge_parts(parts: list[Path], spec: DataSpec, workers: int, work: Path, rep: Report) -> Merged:
+    with rep.timed("dedup"):
+        keys, hashes, sigs, lines = _load_index(parts)
+        keep, exact, near = find_duplicates((bytes(h) for h in hashes), sigs, spec.dedup)
+        rep.add("dedup", "docs_in", len(keys))
+        rep.add("dedup", "exact_dropped", exact)
+        rep.add("dedup", "near_dropped", near)
+        rep.add("dedup", "kept", int(keep.sum()))
+    kept_list = [(int(a), int(b)) for a, b in keys[keep]]
+    if not kept_list:
+        raise EmptyDataset(f"no documents left to tokenize: {json.dumps(rep.counts)}")
+    kept = set(kept_list)
+    with rep.timed("tokenizer"):
+        sample = work / "tokenizer-lines.txt"
+        n_lines = _sample_lines(_kept_docs(parts, kept), int(lines[keep].sum()), spec, sample)
+        rep.add("tokenizer", "training_lines", n_lines)
+        info = train_tokenizer(sample, work / "tokenizer", spec.tokenizer, workers)
+        sample.unlink()
+    val_keys = _val_keys(kept_list, spec)
+    dtype = token_dtype(info.vocab_size)
+    spools = {s: Spool(work / f"{s}.spool", dtype) for s in ("train", "val")}
+    with rep.timed("encode_pack"):
+        doc_iter = _kept_docs(parts, kept)
+        meta: list[tuple[tuple[int, int], int, str]] = []
+
+        def texts() -> Iterator[str]:
+            for d in doc_iter:
+                meta.append(((d["k"][0], d["k"][1]), d["c"], d["d"]))
+                yield d["t"]
+
+        bar = tqdm(total=len(kept_list), desc="encode+pack", unit="doc", disable=None)
+        for i, toks in enumerate(encode_all(texts(), work / "tokenizer.model", workers)):
+            key, copies, domain = meta[i]
+            split = "val" if key in val_keys else "train"
+            spools[split].write(toks, copies)
+            rep.add("tokens", split, len(toks) * copies)
+            rep.add("tokens_by_domain", domain, len(toks) * copies)
+            rep.add("documents_by_domain", domain, copies)
+            bar.update(1)
+        bar.close()
+        for s in spools.values():
+            s.close()
+        shard_dir = work / "shards"
+        shards: list[dict[str, Any]] = []
+        files: dict[str, Path] = {}
+        for split, count in (("train", spec.packing.num_shards), ("val", 1)):
+            if split == "val" and not spools["val"].lengths:
+                continue
+            for name, bin_path, idx_path, tokens, ndocs in cut_shards(spools[split], split, count, shard_dir):
+                shards.append(shard_entry(name, split, bin_path, idx_path, tokens, ndocs))
+                files[f"shards/{name}.bin"] = bin_path
+                files[f"shards/{name}.idx"] = idx_path
+            os.unlink(spools[split].path)
+    return Merged(info, work / "tokenizer.model", shards, files)
