@@ -1,0 +1,70 @@
+"""`kiln`: the command line for people who run TrainingRuns.
+
+    kiln dev up|down                 the embedded cluster (this checkout only)
+    kiln submit FILE                 create or update the TrainingRuns in FILE
+    kiln status RUN                  phase, progress bar, loss sparkline, checkpoints, restarts, cost
+    kiln plot RUN -o loss.png        loss / val loss / lr / grad-norm curves from the run's metrics
+    kiln generate TARGET "prompt"    stream tokens from a serving target's Triton
+    kiln estimate -f run.yaml        memory, FLOPs, time and cost before you submit
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiln", description="Train LLMs on Kubernetes and serve them.")
+    p.add_argument("-n", "--namespace", default=None, help="namespace (default: the kubeconfig's)")
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: $KUBECONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="the embedded development cluster")
+    dev.add_argument("action", choices=["up", "down", "status"])
+
+    submit = sub.add_parser("submit", help="create or update TrainingRuns from a YAML file")
+    submit.add_argument("file")
+
+    status = sub.add_parser("status", help="show a run")
+    status.add_argument("run")
+    status.add_argument("--watch", action="store_true", help="refresh until the run ends")
+
+    plot = sub.add_parser("plot", help="plot a run's curves to a PNG")
+    plot.add_argument("run")
+    plot.add_argument("-o", "--output", default="loss.png")
+
+    gen = sub.add_parser("generate", help="stream text from a serving target")
+    gen.add_argument("target")
+    gen.add_argument("prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=48)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--url", default=None, help="Triton gRPC host:port (default: the target Service)")
+
+    est = sub.add_parser("estimate", help="preflight a run: memory per device, FLOPs, time, cost")
+    est.add_argument("-f", "--file", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from kiln_operator.cli import commands
+
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "dev": commands.dev,
+        "submit": commands.submit,
+        "status": commands.status,
+        "plot": commands.plot,
+        "generate": commands.generate,
+        "estimate": commands.estimate,
+    }
+    try:
+        return handlers[args.command](args)
+    except commands.CLIError as e:
+        print(f"kiln {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

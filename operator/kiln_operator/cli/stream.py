@@ -1,0 +1,13 @@
+"""`kiln generate`: stream a continuation from a serving target token by token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kiln_api.triton_client import GenerateRequest, stream_generate
+
+
+def stream_text(url: str, model: str, prompt: str, max_new_tokens: int, temperature: float) -> Iterator[str]:
+    req = GenerateRequest(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, stream=True)
+    for piece, _ in stream_generate(url, model, req):
+        yield piece
