@@ -1,0 +1,231 @@
+"""`kiln-trainer export --config FILE`: checkpoint → Triton model repository version (+ INT8 variant).
+
+Reads top-down: parse config → pick and verify the checkpoint → consolidate → stage the version
+folder → reference outputs and perplexity → optional INT8 (gated on perplexity) → upload. The
+staging folder is removed in `finally`; nothing is uploaded unless every step before succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from kiln_api.export_config import ExportConfig, ExportConfigError
+from kiln_trainer.export.consolidate import (
+    CheckpointRef,
+    ExportError,
+    consolidate,
+    download_verified,
+    find_one,
+    resolve_checkpoint,
+    sha256_file,
+)
+from kiln_trainer.export.hf import unsupported_reason, write_hf
+from kiln_trainer.export.quantize import perplexity, quantize_state_dict, tensor_bytes, windows
+from kiln_trainer.export.repository import pick_version, write_version
+from kiln_trainer.serving.generate import SamplingParams, generate
+from kiln_trainer.serving.loader import MODEL_CONFIG, TIED_HEAD, TOKENIZER, WEIGHTS, Served, load_version
+from kiln_trainer.storage import NotFound, StoreError, open_store
+
+
+def load_config(path: str) -> ExportConfig:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ExportConfigError(f"--config: {path} does not exist") from e
+    return ExportConfig.from_dict(data)
+
+
+def _model_py() -> Path:
+    return Path(__file__).resolve().parent.parent / "serving" / "model.py"
+
+
+def stage_version(
+    folder: Path, sd: dict[str, torch.Tensor], model_config: Path, tokenizer: Path, dtype: str
+) -> None:
+    """Write weights, model config, tokenizer and model.py into a local version folder."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cast = {k: (v.to(getattr(torch, dtype)) if v.is_floating_point() else v) for k, v in sd.items()}
+    save_file(cast, str(folder / WEIGHTS), metadata={"format": "pt"})
+    shutil.copyfile(model_config, folder / MODEL_CONFIG)
+    shutil.copyfile(tokenizer, folder / TOKENIZER)
+    shutil.copyfile(_model_py(), folder / "model.py")
+
+
+def reference_outputs(served: Served, prompts: tuple[str, ...], max_new: int) -> list[dict[str, Any]]:
+    """Greedy continuations the rollout gate compares the served model against."""
+    out = []
+    for prompt in prompts:
+        ids = served.encode(prompt)
+        n = min(max_new, served.context_length - len(ids))
+        if n < 1:
+            raise ExportError(f"reference_prompts: {prompt[:40]!r} does not fit the model context")
+        toks = generate(served.model, ids, SamplingParams(max_new_tokens=n, stop_token_id=served.eos_id))
+        out.append({"prompt": prompt, "prompt_ids": ids, "max_new_tokens": n, "token_ids": toks,
+                    "text": served.decode(toks)})
+    return out
+
+
+def eval_ppl(served: Served, tokens: list[int]) -> float:
+    model = served.model
+    return perplexity(lambda ids: model(ids, use_cache=False)[0], windows(tokens, served.context_length))
+
+
+def _eval_tokens(cfg: ExportConfig, served: Served, work: Path) -> list[int]:
+    if cfg.eval_text_uri is None:
+        text = "\n".join(cfg.reference_prompts)
+    else:
+        parent, _, name = cfg.eval_text_uri.rpartition("/")
+        try:
+            open_store(parent).get_file(name, work / "eval.txt")
+        except NotFound as e:
+            raise ExportError(f"eval_text_uri: {cfg.eval_text_uri} does not exist") from e
+        text = (work / "eval.txt").read_text(encoding="utf-8")
+    return served.encode(text)
+
+
+def _fetch_tokenizer(cfg: ExportConfig, ckpt: Path, work: Path, ref_uri: str) -> Path:
+    if cfg.tokenizer_uri:
+        parent, _, name = cfg.tokenizer_uri.rpartition("/")
+        try:
+            open_store(parent).get_file(name, work / TOKENIZER)
+        except NotFound as e:
+            raise ExportError(f"tokenizer_uri: {cfg.tokenizer_uri} does not exist") from e
+        return work / TOKENIZER
+    found = find_one(ckpt, TOKENIZER)
+    if found is None:
+        raise ExportError(f"tokenizer_uri: not set and checkpoint {ref_uri} has no {TOKENIZER}")
+    return found
+
+
+def _manifest(cfg: ExportConfig, ref: CheckpointRef, ref_uri: str, folder: Path, served: Served,
+              refs: list[dict[str, Any]], ppl: float, extra: dict[str, Any]) -> dict[str, Any]:
+    ck = ref.manifest
+    return {
+        "run": cfg.run_name,
+        "checkpoint": {"uri": ref_uri, "step": ref.step, "choice": cfg.checkpoint},
+        "data_hash": ck.get("data_hash") or (ck.get("data") or {}).get("hash"),
+        "weights_sha256": sha256_file(folder / WEIGHTS),
+        "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
+        "weights_bytes": (folder / WEIGHTS).stat().st_size,
+        "eval": {"val_loss": ref.val_loss, "checkpoint_metrics": ck.get("metrics"), "export_ppl": ppl},
+        "reference_outputs": refs,
+        "created_unix": int(time.time()),
+        **extra,
+    }
+
+
+def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
+    """Everything but config parsing; returns a summary of what was published."""
+    src = open_store(cfg.checkpoints_uri)
+    ref = resolve_checkpoint(src, cfg.checkpoint)
+    ref_uri = src.uri(ref.folder)
+    print(f"[export] checkpoint {ref_uri} (step {ref.step})", flush=True)
+    ckpt = download_verified(src, ref, work / "ckpt")
+    model_config = find_one(ckpt, MODEL_CONFIG)
+    if model_config is None:
+        raise ExportError(f"checkpoint {ref_uri} has no {MODEL_CONFIG}")
+    tokenizer = _fetch_tokenizer(cfg, ckpt, work, ref_uri)
+    cfg_dict = json.loads(model_config.read_text())
+    sd = consolidate(ckpt)
+    if cfg_dict.get("tie_embeddings", True):
+        sd.pop(TIED_HEAD, None)  # shares storage with the embedding; safetensors stores it once
+    fp_dir = work / "fp"
+    stage_version(fp_dir, sd, model_config, tokenizer, cfg.dtype)
+    (fp_dir / "manifest.json").write_text("{}")  # load_version needs one; the real one comes later
+    served = load_version(fp_dir, verify=False)
+    refs = reference_outputs(served, cfg.reference_prompts, cfg.reference_max_new_tokens)
+    eval_tokens = _eval_tokens(cfg, served, work)
+    ppl = eval_ppl(served, eval_tokens)
+    print(f"[export] perplexity {ppl:.4f} on {len(eval_tokens)} eval tokens", flush=True)
+    extra: dict[str, Any] = {"dtype": cfg.dtype}
+    hf_reason = unsupported_reason(cfg_dict) if cfg.hf_export else "hf_export: false"
+    if hf_reason is None:
+        write_hf(sd, cfg_dict, fp_dir / "hf")
+    extra["hf"] = {"written": hf_reason is None, "reason": hf_reason}
+    int8 = _int8_variant(cfg, sd, model_config, tokenizer, work, ppl, eval_tokens) if cfg.int8 else None
+    if int8 is not None:
+        extra["int8"] = int8["summary"]
+    (fp_dir / "manifest.json").unlink()
+    files = {p.relative_to(fp_dir).as_posix(): p for p in sorted(fp_dir.rglob("*")) if p.is_file()}
+    manifest = _manifest(cfg, ref, ref_uri, fp_dir, served, refs, ppl, extra)
+    repo = open_store(cfg.model_repository)
+    version = pick_version(repo, cfg.model_name, cfg.version)
+    summary: dict[str, Any] = {"model": cfg.model_name, "version": version,
+                               "uri": write_version(repo, cfg.model_name, version, files,
+                                                    json.dumps(manifest, indent=2).encode())}
+    if int8 is not None and int8["summary"]["published"]:
+        v8 = pick_version(repo, cfg.int8_model_name, version)
+        m8 = _manifest(cfg, ref, ref_uri, int8["dir"], int8["served"], int8["refs"], int8["summary"]["ppl"],
+                       {"dtype": "int8", "int8": int8["summary"], "full_precision": summary})
+        files8 = {p.name: p for p in sorted(int8["dir"].iterdir()) if p.is_file() and p.name != "manifest.json"}
+        summary["int8"] = {"model": cfg.int8_model_name, "version": v8,
+                           "uri": write_version(repo, cfg.int8_model_name, v8, files8, json.dumps(m8, indent=2).encode())}
+    summary["int8_summary"] = extra.get("int8")
+    return summary
+
+
+def _int8_variant(cfg: ExportConfig, sd: dict[str, torch.Tensor], model_config: Path, tokenizer: Path,
+                  work: Path, ppl_fp: float, eval_tokens: list[int]) -> dict[str, Any]:
+    """Quantize, measure size and perplexity against full precision, decide whether to publish."""
+    from safetensors.torch import save_file
+
+    q = quantize_state_dict(sd)
+    d8 = work / "int8"
+    stage_version(d8, sd, model_config, tokenizer, "float32")
+    save_file(q, str(d8 / WEIGHTS), metadata={"format": "pt"})
+    (d8 / "manifest.json").write_text(json.dumps({"int8": {"serving_mode": "dequant"}}))
+    served = load_version(d8, verify=False)
+    ppl8 = eval_ppl(served, eval_tokens)
+    increase = ppl8 / ppl_fp - 1.0
+    published = increase <= cfg.max_ppl_increase
+    summary = {
+        "published": published,
+        "serving_mode": "dequant",
+        "size_ratio_vs_fp32": tensor_bytes(q) / tensor_bytes(sd),
+        "ppl": ppl8,
+        "ppl_full_precision": ppl_fp,
+        "ppl_increase": increase,
+        "max_ppl_increase": cfg.max_ppl_increase,
+    }
+    print(f"[export] int8: size x{summary['size_ratio_vs_fp32']:.3f}, ppl {ppl8:.4f} vs {ppl_fp:.4f} "
+          f"({increase:+.2%}, bound {cfg.max_ppl_increase:.0%}) -> {'publish' if published else 'not published'}",
+          flush=True)
+    refs = reference_outputs(served, cfg.reference_prompts, cfg.reference_max_new_tokens) if published else []
+    (d8 / "manifest.json").unlink()
+    return {"summary": summary, "dir": d8, "served": served, "refs": refs}
+
+
+def main(config_path: str) -> int:
+    """Entry point of `kiln-trainer export`; 0 on success, 2 on bad input, 1 on storage failure."""
+    try:
+        cfg = load_config(config_path)
+        print("[export] config " + json.dumps(dataclasses.asdict(cfg), sort_keys=True), flush=True)
+        with tempfile.TemporaryDirectory(prefix="kiln-export-") as tmp:
+            summary = run_export(cfg, Path(tmp))
+    except (ExportConfigError, ExportError) as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 2
+    except StoreError as e:
+        print(f"export failed (storage): {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"exported": summary}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="kiln-trainer export")
+    parser.add_argument("--config", required=True, help="export config (YAML or JSON)")
+    raise SystemExit(main(parser.parse_args().config))

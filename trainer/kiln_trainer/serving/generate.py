@@ -1,0 +1,189 @@
+"""Autoregressive generation with a KV cache, pure torch; the same code runs in-process and in Triton.
+
+The model contract is small: `model(input_ids, past_kv=None, use_cache=True) -> (logits, new_past)`
+with `input_ids` of shape [batch, time], `logits` of shape [batch, time, vocab], and `new_past` an
+opaque cache handed back on the next call. Rows of one call must share their length because the
+contract has no attention mask: `generate_batch` therefore groups requests by prompt length and
+runs one batched decode loop per group (concurrent requests for equal-length prompts share every
+forward pass; others take turns).
+
+Sampling: temperature 0 is greedy (argmax); otherwise logits / temperature, then top-k, then top-p
+(nucleus), then one draw from a per-request `torch.Generator` seeded by `seed`, so a seeded request
+gives the same tokens regardless of what else is in its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+class GenerationError(ValueError):
+    """A request that cannot be served; the message names the offending input."""
+
+
+class CausalLM(Protocol):
+    def __call__(
+        self, input_ids: torch.Tensor, past_kv: Any = None, use_cache: bool = True
+    ) -> tuple[torch.Tensor, Any]: ...
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to continue one prompt."""
+
+    max_new_tokens: int = 32
+    """Number of tokens to generate (fewer if `stop_token_id` comes first); must be >= 1."""
+
+    temperature: float = 0.0
+    """0 means greedy decoding; otherwise the softmax temperature (> 0)."""
+
+    top_k: int = 0
+    """Keep only the k most likely tokens before sampling; 0 keeps all."""
+
+    top_p: float = 1.0
+    """Keep the smallest set of tokens whose probability mass reaches top_p (0 < top_p <= 1)."""
+
+    seed: int | None = None
+    """Seed of this request's random generator; None draws one from torch's global generator."""
+
+    stop_token_id: int | None = None
+    """Generation of a request ends after it emits this token (usually the tokenizer's EOS)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise GenerationError(f"MAX_NEW_TOKENS: must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not self.temperature >= 0 or self.temperature != self.temperature:
+            raise GenerationError(f"TEMPERATURE: must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise GenerationError(f"TOP_K: must be an integer >= 0, got {self.top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"TOP_P: must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise GenerationError(f"SEED: must be in [0, 2^63), got {self.seed!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def check_prompt(prompt_ids: Sequence[int], params: SamplingParams, context_length: int, vocab_size: int) -> None:
+    """Reject prompts that are empty, hold unknown ids, or do not fit the context with the continuation."""
+    if len(prompt_ids) == 0:
+        raise GenerationError("TEXT/INPUT_IDS: the prompt is empty")
+    bad = [t for t in prompt_ids if not 0 <= int(t) < vocab_size]
+    if bad:
+        raise GenerationError(f"INPUT_IDS: token id {bad[0]} is outside the vocabulary [0, {vocab_size})")
+    total = len(prompt_ids) + params.max_new_tokens
+    if total > context_length:
+        raise GenerationError(
+            f"TEXT/INPUT_IDS: prompt of {len(prompt_ids)} tokens + MAX_NEW_TOKENS {params.max_new_tokens} "
+            f"= {total} exceeds the model context of {context_length} tokens"
+        )
+
+
+def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Apply temperature, top-k and top-p to one row of logits [vocab]; removed entries become -inf."""
+    logits = logits / params.temperature
+    if params.top_k and params.top_k < logits.numel():
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # Drop a token when the mass *before* it already reaches top_p; the first always stays.
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= params.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def _make_generator(params: SamplingParams) -> torch.Generator | None:
+    if params.greedy:
+        return None
+    gen = torch.Generator()
+    seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+    gen.manual_seed(seed)
+    return gen
+
+
+def _pick(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> int:
+    """Choose the next token from one row of last-position logits [vocab]."""
+    if params.greedy:
+        return int(torch.argmax(logits).item())
+    probs = torch.softmax(_filter_logits(logits.float(), params), dim=-1)
+    return int(torch.multinomial(probs, 1, generator=gen).item())
+
+
+TokenCallback = Callable[[int, int], None]
+"""on_token(request_index, token_id), called as soon as each token is chosen (for streaming)."""
+
+
+@torch.inference_mode()
+def _generate_group(
+    model: CausalLM,
+    prompts: list[Sequence[int]],
+    params: list[SamplingParams],
+    indices: list[int],
+    on_token: TokenCallback | None,
+) -> list[list[int]]:
+    """One batched decode loop for prompts of equal length."""
+    gens = [_make_generator(p) for p in params]
+    out: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    steps = max(p.max_new_tokens for p in params)
+    x = torch.tensor([list(p) for p in prompts], dtype=torch.long)
+    past: Any = None
+    for _ in range(steps):
+        logits, past = model(x, past_kv=past, use_cache=True)
+        last = logits[:, -1, :]
+        nxt: list[int] = []
+        for row in range(len(prompts)):
+            if done[row]:
+                nxt.append(0)  # a finished row still rides along the batch; its tokens are ignored
+                continue
+            tok = _pick(last[row], params[row], gens[row])
+            nxt.append(tok)
+            out[row].append(tok)
+            if on_token is not None:
+                on_token(indices[row], tok)
+            if len(out[row]) >= params[row].max_new_tokens or tok == params[row].stop_token_id:
+                done[row] = True
+        if all(done):
+            break
+        x = torch.tensor(nxt, dtype=torch.long).unsqueeze(1)
+    return out
+
+
+def generate_batch(
+    model: CausalLM,
+    prompts: Sequence[Sequence[int]],
+    params: Sequence[SamplingParams],
+    on_token: TokenCallback | None = None,
+) -> list[list[int]]:
+    """Continue several prompts; requests with equal prompt length share each forward pass.
+
+    Prompts must have been checked with `check_prompt`. Returns the new tokens per prompt.
+    """
+    if len(prompts) != len(params):
+        raise GenerationError(f"got {len(prompts)} prompts but {len(params)} sampling params")
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(len(p), []).append(i)
+    results: list[list[int]] = [[] for _ in prompts]
+    for members in groups.values():
+        outs = _generate_group(
+            model, [prompts[i] for i in members], [params[i] for i in members], members, on_token
+        )
+        for i, toks in zip(members, outs, strict=True):
+            results[i] = toks
+    return results
+
+
+def generate(model: CausalLM, prompt_ids: Sequence[int], params: SamplingParams) -> list[int]:
+    """Continue one prompt (the in-process reference for the served model)."""
+    return generate_batch(model, [prompt_ids], [params])[0]
+

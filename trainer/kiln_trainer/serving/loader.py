@@ -1,0 +1,100 @@
+"""Load one exported model version folder into a ready-to-generate model + tokenizer.
+
+Used by the Triton python model (`serving/model.py`), by export (reference outputs, perplexity) and
+by tests/bench for in-process generation, so all of them run exactly the same weights and code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kiln_trainer.export.quantize import dequantize_state_dict, dynamic_int8, is_quantized
+from kiln_trainer.serving.cached import servable
+
+WEIGHTS = "weights.safetensors"
+MODEL_CONFIG = "model_config.json"
+TOKENIZER = "tokenizer.model"
+MANIFEST = "manifest.json"
+TIED_HEAD = "lm_head.weight"
+
+
+class LoadError(RuntimeError):
+    """The version folder is incomplete or inconsistent; the message names the file."""
+
+
+@dataclass
+class Served:
+    """A loaded version: generation wrapper, tokenizer and what the manifest says."""
+
+    model: nn.Module
+    tokenizer: Any  # sentencepiece.SentencePieceProcessor
+    manifest: dict[str, Any]
+    context_length: int
+    vocab_size: int
+
+    @property
+    def eos_id(self) -> int | None:
+        eos = int(self.tokenizer.eos_id())
+        return eos if eos >= 0 else None
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids))
+
+
+def build_model(model_config_text: str, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """The trainer's GPT from model_config.json with `state_dict` loaded (a tied head may be omitted)."""
+    from kiln_trainer.train.model import model_from_json
+
+    model = model_from_json(model_config_text)
+    if is_quantized(state_dict):
+        state_dict = dequantize_state_dict(state_dict)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    tied = bool(getattr(model.cfg, "tie_embeddings", False))
+    missing = [k for k in missing if not (tied and k == TIED_HEAD)]
+    if missing or unexpected:
+        raise LoadError(f"{WEIGHTS}: does not match {MODEL_CONFIG}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.float().eval()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_version(folder: Path, *, verify: bool = True, int8_mode: str | None = None) -> Served:
+    """Load `<repo>/<model>/<version>/`. `int8_mode` overrides the manifest's ('dequant' | 'dynamic')."""
+    import sentencepiece as spm
+    from safetensors.torch import load_file
+
+    for name in (MANIFEST, WEIGHTS, MODEL_CONFIG, TOKENIZER):
+        if not (folder / name).is_file():
+            raise LoadError(f"{folder}: {name} is missing")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if verify:
+        want = manifest.get("weights_sha256")
+        if want and _sha256(folder / WEIGHTS) != want:
+            raise LoadError(f"{folder / WEIGHTS}: sha256 does not match manifest.json (corrupt copy)")
+    model = build_model((folder / MODEL_CONFIG).read_text(), load_file(str(folder / WEIGHTS)))
+    mode = int8_mode or (manifest.get("int8") or {}).get("serving_mode")
+    if mode == "dynamic":
+        model = dynamic_int8(model)
+    elif mode not in (None, "dequant"):
+        raise LoadError(f"int8 serving_mode {mode!r} must be 'dequant' or 'dynamic'")
+    tok = spm.SentencePieceProcessor(model_file=str(folder / TOKENIZER))
+    cfg = model.cfg if hasattr(model, "cfg") else model.gpt.cfg
+    if tok.vocab_size() > cfg.vocab_size:
+        raise LoadError(f"{TOKENIZER}: vocabulary {tok.vocab_size()} is larger than the model's {cfg.vocab_size}")
+    return Served(servable(model), tok, manifest, int(cfg.max_seq_len), int(cfg.vocab_size))
