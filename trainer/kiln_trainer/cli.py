@@ -36,7 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands that take flags instead of a config file (they run in serving pods and gate Jobs).
+_FLAG_COMMANDS = {"serve": "kiln_trainer.serving.launch", "gate": "kiln_trainer.serving.gate"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _FLAG_COMMANDS:
+        return int(importlib.import_module(_FLAG_COMMANDS[argv[0]]).main(argv[1:]))
     args = build_parser().parse_args(argv)
     module, func = args.target.split(":")
     entry = getattr(importlib.import_module(module), func)

@@ -28,7 +28,7 @@ BUILT = {
     "service": build_service(TARGET),
     "canary": build_canary_deployment(TARGET, 4, "tiny-2"),
     "gate-job": build_gate_job(
-        TARGET, run="tiny-2", version=4, canary_url="10.88.0.7:8000", prompts=["Hello", "你好"],
+        TARGET, run="tiny-2", version=4, canary_url="10.88.0.7:8001", prompts=["Hello", "你好"],
         max_latency_ms=3000, trainer_image="ghcr.io/kiln-dev/kiln-trainer:0.1.0",
     ),
 }
