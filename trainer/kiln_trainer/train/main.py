@@ -1,0 +1,82 @@
+"""`kiln-trainer train --config FILE`: read the config, build, train, clean up.
+
+Reads top-down: every check that needs no compute (config, world size, dataset vocabulary) runs
+before the process group and the model exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kiln_api.train_config import TrainConfig
+from kiln_api.train_presets import apply_preset
+
+from kiln_trainer.train import build
+from kiln_trainer.train.checkpoint import Checkpointer
+from kiln_trainer.train.data import load_splits
+from kiln_trainer.train.ds_config import deepspeed_config
+from kiln_trainer.train.faults import PreemptionFlag
+from kiln_trainer.train.launch import init_process_group, read_env
+from kiln_trainer.train.loop import Hooks, Outcome, Trainer
+from kiln_trainer.train.metrics import ProgressCallback, peak_flops
+from kiln_trainer.train.model import count_params, flops_per_token
+
+log = logging.getLogger("kiln.train")
+EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; the pod restarts and resumes
+
+
+def load_config(path: str) -> TrainConfig:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    return apply_preset(raw)
+
+
+def run_training(cfg: TrainConfig, hooks: Hooks | None = None,
+                 progress: list[ProgressCallback] | None = None) -> Outcome:
+    env = read_env()
+    accum = cfg.check_world(env.world_size)
+    splits = load_splits(cfg.data.path, cfg.data.train_split, cfg.data.val_split,
+                         Path(cfg.checkpoint.local_dir) / "data-cache")
+    cfg.check_data(splits.vocab_size, splits.mask_id)
+    device = init_process_group(env)
+    if env.rank == 0:
+        log.info("effective config:\n%s", json.dumps(cfg.to_dict(), indent=2))
+        log.info("deepspeed config:\n%s", json.dumps(deepspeed_config(cfg, env.world_size), indent=2))
+    model = build.build_model(cfg)
+    n_params = count_params(cfg.model)
+    engine = build.build_engine(cfg, model, env.world_size)
+    store, ckpts = build.open_run_store(cfg)
+    ckpt = Checkpointer(cfg, ckpts, env.rank, env.world_size)
+    sinks = build.build_sinks(cfg, store, env.rank, progress)
+    preempt = PreemptionFlag(cfg.faults.sigterm_grace_seconds)
+    try:
+        trainer = Trainer(cfg, engine, splits, ckpt, sinks, rank=env.rank, world=env.world_size, accum=accum,
+                          device=device, flops_per_token=flops_per_token(cfg.model, cfg.batch.seq_len, n_params),
+                          peak_flops=peak_flops(cfg.monitor.peak_tflops),
+                          distill=build.build_teacher(cfg, device), hooks=hooks)
+        state = ckpt.resume(engine)
+        if state is not None:
+            trainer.restore(state)
+        outcome = trainer.run(preempt)
+        log.info("training %s at step %d (%d tokens)", outcome.reason, outcome.state.step, outcome.state.tokens)
+        return outcome
+    finally:
+        ckpt.wait()
+        sinks.close()
+        preempt.close()
+
+
+def main(config_path: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    outcome: Any = run_training(load_config(config_path))
+    return EXIT_PREEMPTED if outcome.reason == "preempted" else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m kiln_trainer.train.main CONFIG_FILE")
+    sys.exit(main(sys.argv[1]))

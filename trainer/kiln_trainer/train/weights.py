@@ -1,0 +1,59 @@
+"""Model weights from a checkpoint or an exported-model folder (continual learning, distillation).
+
+A folder (file:// or s3://, local path) holds `model_config.json` and either `model.safetensors`
+(an export) or a committed kiln checkpoint (DeepSpeed files; ZeRO-3 shards are consolidated).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from kiln_api.train_config import ModelConfig
+
+from kiln_trainer.train.commit import COMMIT, MANIFEST, MODEL_CONFIG, CheckpointError
+
+
+def _local_copy(uri: str, scratch: Path) -> Path:
+    if not uri.startswith("s3://"):
+        return Path(uri.removeprefix("file://"))
+    from kiln_trainer.storage import open_store
+
+    store = open_store(uri)
+    keys = store.list()
+    if not keys:
+        raise CheckpointError(f"{uri}: nothing there")
+    for key in keys:
+        store.get_file(key, scratch / key)
+    return scratch
+
+
+def _checkpoint_state(folder: Path) -> dict[str, torch.Tensor]:
+    names = {p.name for p in folder.iterdir()}
+    if any("zero_pp_rank" in n and n.endswith("model_states.pt") for n in names):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(folder.parent), tag=folder.name))
+    if "mp_rank_00_model_states.pt" in names:
+        state = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+        return {k: v.float() for k, v in state["module"].items()}
+    raise CheckpointError(f"{folder}: neither model.safetensors nor DeepSpeed model states found")
+
+
+def load_weights(uri: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(model config, fp32 state dict) of the model stored at `uri`."""
+    with tempfile.TemporaryDirectory(prefix="kiln-weights-") as tmp:
+        folder = _local_copy(uri, Path(tmp))
+        cfg_path = folder / MODEL_CONFIG
+        if not cfg_path.is_file():
+            raise CheckpointError(f"{uri}: no {MODEL_CONFIG}")
+        if (folder / MANIFEST).exists() and not (folder / COMMIT).exists():
+            raise CheckpointError(f"{uri}: checkpoint folder is not committed")
+        cfg = ModelConfig(**json.loads(cfg_path.read_text()))
+        if (folder / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            return cfg, load_file(str(folder / "model.safetensors"))
+        return cfg, _checkpoint_state(folder)
