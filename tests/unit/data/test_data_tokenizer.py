@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from kiln_api.data_config import CleanSpec, DataSpecError, TokenizerSpec
+from kiln_trainer.data import tinycorpus
+from kiln_trainer.data.clean import clean_text
+from kiln_trainer.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID, UNK_ID, load, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tok")
+    rng = random.Random(2)
+    lines = [tinycorpus.paragraph(rng, lang) for lang in ("en", "zh") for _ in range(300)]
+    (d / "lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    info = train_tokenizer(d / "lines.txt", d / "tok", TokenizerSpec(vocab_size=800), num_threads=2)
+    assert info.vocab_size == 800 and len(info.sha256) == 64
+    return d / "tok.model"
+
+
+def test_special_ids(model: Path) -> None:
+    sp = load(model)
+    assert (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id()) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+    assert sp.piece_to_id("<mask>") == MASK_ID
+    assert sp.encode("<mask>") [-1] == MASK_ID  # never split
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Anna met 小明 at the harbour; 他们一起去了图书馆。 Then they counted 12,345 steps!",
+        "龘靐齉 are rare characters, 🙂 is an emoji, and ＡＢＣ becomes ABC.",
+        "Line one\nline two\n\n第三行：你好，世界！",
+    ],
+)
+def test_round_trip_mixed_text_without_unk(model: Path, raw: str) -> None:
+    sp = load(model)
+    x = clean_text(raw, CleanSpec())
+    ids = sp.encode(x)
+    assert UNK_ID not in ids
+    assert sp.decode(ids) == x
+
+
+def test_vocab_larger_than_corpus_supports(tmp_path: Path) -> None:
+    (tmp_path / "lines.txt").write_text("a tiny corpus\n小小的语料\n" * 20, encoding="utf-8")
+    with pytest.raises(DataSpecError, match=r"^data\.tokenizer\.vocab_size: 5000 is larger than the corpus supports"):
+        train_tokenizer(tmp_path / "lines.txt", tmp_path / "tok", TokenizerSpec(vocab_size=5000), num_threads=1)
