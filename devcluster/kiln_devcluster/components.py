@@ -6,6 +6,7 @@ the previous to be healthy), `down` stops them in reverse.
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 import urllib.error
@@ -156,6 +157,9 @@ def _node(c: Ctx) -> list[str]:
 
 
 def _node_missing(c: Ctx) -> str | None:
+    # KILN_NO_NODE=1: control plane only (to work on the node by hand, or without one).
+    if os.environ.get("KILN_NO_NODE") == "1":
+        return "KILN_NO_NODE=1"
     here = Path(__file__).parent / "node" / "__main__.py"
     return None if here.exists() else "kiln_devcluster.node is not there yet"
 
