@@ -170,3 +170,23 @@ def test_cli_reports_config_errors_by_field(tmp_path: Path, capsys: pytest.Captu
     (tmp_path / "c.yaml").write_text("output: file:///tmp/x\ndata: {sources: [{uri: /x, format: csv}]}\n")
     assert main(["prepare", "--config", str(tmp_path / "c.yaml")]) == 2
     assert "data.sources[0].format" in capsys.readouterr().err
+
+
+def test_output_without_access_is_named(write_config: Any, small_corpus: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 error path: an access-denied answer (stubbed client) becomes an error naming `output`."""
+    from botocore.stub import Stubber
+    from kiln_trainer.data import prepare as prep
+    from kiln_trainer.storage import S3Store
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    store = S3Store("locked-bucket", "root")
+    stub = Stubber(store._client)
+    stub.add_client_error("head_object", service_error_code="AccessDenied", http_status_code=403)
+    stub.activate()
+    monkeypatch.setattr(prep, "open_store", lambda uri: store)
+    cfg = write_config(tmp_path, small_corpus, tmp_path / "o")
+    with pytest.raises(DataSpecError, match=r"^output: cannot access .*access denied to s3://locked-bucket/"):
+        prepare(str(cfg))

@@ -52,7 +52,11 @@ def dataset_uri(cfg: PrepareConfig) -> str:
 def _open_output(cfg: PrepareConfig) -> Store:
     store = open_store(dataset_uri(cfg))
     try:
-        store.exists(MANIFEST)
+        if not store.exists(MANIFEST):
+            # fail before hours of work, not at the upload: a write probe catches missing buckets,
+            # wrong credentials and read-only access alike
+            store.put_bytes(".write-probe", b"")
+            store.delete(".write-probe")
     except StoreError as e:
         raise DataSpecError(f"output: cannot access {cfg.output}: {e}") from e
     return store
