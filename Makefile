@@ -19,7 +19,7 @@ cluster-down:    ## stop everything cluster-up started
 	@if [ -x $(PY) ]; then $(PY) -m kiln_devcluster.cli down; fi
 
 demo: cluster-up  ## the whole flow: chart, tiny run, training, export, Triton, generated text
-	@$(PY) -m kiln_operator.demo
+	@$(PY) -m kiln_devcluster.demo
 
 test: venv lint test-unit test-integration test-e2e  ## what CI runs
 
