@@ -82,18 +82,10 @@ def range_crd(cluster: Cluster) -> Iterator[str]:
 def _create_range(cluster: Cluster, plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     body = {"apiVersion": f"{GROUP}/v1", "kind": "SizeRange", "metadata": {"name": name}, "spec": spec}
     api = k8s_client.CustomObjectsApi(cluster.api)
-
-    # A freshly established CRD can take a moment to be served by the API server's discovery.
-    def create() -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = api.create_namespaced_custom_object(GROUP, "v1", "default", plural, body)
-            return result
-        except ApiException as err:
-            if err.status == 404:
-                return {}
-            raise
-
-    return wait_for(create, 30, f"{plural} served")
+    # A freshly established CRD can take a moment to be served; listing answers 404 until then.
+    wait_for(lambda: api.list_namespaced_custom_object(GROUP, "v1", "default", plural) is not None, 30, f"{plural} served")
+    result: dict[str, Any] = api.create_namespaced_custom_object(GROUP, "v1", "default", plural, body)
+    return result
 
 
 def test_cel_rule_rejects_invalid_object_naming_the_field(cluster: Cluster, range_crd: str) -> None:
