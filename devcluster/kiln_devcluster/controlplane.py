@@ -171,7 +171,7 @@ def down(paths: StatePaths, purge: bool = False) -> None:
 def status(paths: StatePaths) -> bool:
     """Print each component's state; True when everything that should run is running and healthy."""
     ctx = _context(paths)
-    ok = True
+    ok, total_mib = True, 0.0
     for c in COMPONENTS:
         reason = c.optional(ctx)
         proc = _pidfile(paths, c)
@@ -180,8 +180,11 @@ def status(paths: StatePaths) -> bool:
         elif proc is None:
             state, ok = "down", False
         elif ctx.pki.ca_crt.exists() and c.healthy(ctx):
-            state = f"up (pid {proc.pid})"
+            rss = procs.rss_mib(proc)
+            total_mib += rss
+            state = f"up (pid {proc.pid}, {rss:.0f} MiB RSS)"
         else:
             state, ok = f"running but unhealthy (pid {proc.pid})", False
         print(f"{c.name:<24} {state}")
+    print(f"{'total RSS':<24} {total_mib:.0f} MiB")
     return ok

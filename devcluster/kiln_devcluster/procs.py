@@ -90,6 +90,17 @@ def stop(proc: Running, grace_s: float = 10.0) -> None:
         raise RuntimeError(f"pid {proc.pid} survived SIGKILL")
 
 
+def rss_mib(proc: Running) -> float:
+    """Resident memory of the process in MiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def marked(cluster: Path) -> Iterator[Running]:
     """Processes carrying this cluster's marker, except this process and its ancestors."""
     needle = f"{MARKER}={cluster}".encode()
