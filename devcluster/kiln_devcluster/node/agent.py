@@ -177,7 +177,11 @@ class ProcessNode:
         runner = worker.runner(container) if worker else None
         if runner is None:
             return None
-        return LogTarget(runner.log_file, runner.previous_log, lambda: runner.proc is not None)
+        # Waiting to restart: the current file holds the last terminated run, which is what
+        # `--previous` means for the kubelet too.
+        waiting = runner.proc is None and runner.record.last_terminated is not None
+        previous = runner.log_file if waiting else runner.previous_log
+        return LogTarget(runner.log_file, previous, lambda: runner.proc is not None)
 
     # -- network ----------------------------------------------------------------------------------
     def hosts_changed(self, uid: str, addr: PodAddr | None, hosts_file: Path | None) -> None:

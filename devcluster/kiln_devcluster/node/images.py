@@ -30,7 +30,9 @@ class ImageRule:
     runtime: str
     """One of RUNTIMES."""
     entrypoint: tuple[str, ...] = ()
-    """Command used when the container sets no ``command`` (the image's ENTRYPOINT)."""
+    """The image's ENTRYPOINT: used when the container sets no ``command``."""
+    cmd: tuple[str, ...] = ()
+    """The image's CMD: used when the container sets neither ``command`` nor ``args``."""
 
     def __post_init__(self) -> None:
         if not self.match:
@@ -53,10 +55,10 @@ class ImageMap:
             raise ValueError(f"{path}: expected a mapping with a 'rules' list")
         rules = []
         for i, raw in enumerate(doc["rules"]):
-            if not isinstance(raw, dict) or set(raw) - {"match", "runtime", "entrypoint"}:
-                raise ValueError(f"{path}: rules[{i}] must have only match, runtime, entrypoint")
+            if not isinstance(raw, dict) or set(raw) - {"match", "runtime", "entrypoint", "cmd"}:
+                raise ValueError(f"{path}: rules[{i}] must have only match, runtime, entrypoint, cmd")
             rules.append(ImageRule(tuple(raw.get("match") or ()), raw.get("runtime", ""),
-                                   tuple(raw.get("entrypoint") or ())))
+                                   tuple(raw.get("entrypoint") or ()), tuple(raw.get("cmd") or ())))
         return cls(tuple(rules))
 
     def resolve(self, image: str) -> ImageRule:
@@ -127,9 +129,14 @@ def runtime_env(runtime: str, host_path: str, shim_dir: Path) -> dict[str, str]:
 
 
 def build_argv(rule: ImageRule, command: list[str], args: list[str], state_dir: Path) -> tuple[str, ...]:
-    """argv as Kubernetes defines it (command replaces ENTRYPOINT, args follow), then runtime rewrites."""
-    argv = list(command) if command else list(rule.entrypoint)
-    argv += list(args)
+    """argv as Kubernetes defines it, then the runtime's rewrites.
+
+    ``command`` replaces ENTRYPOINT (and drops CMD); ``args`` replaces CMD.
+    """
+    if command:
+        argv = list(command) + list(args)
+    else:
+        argv = list(rule.entrypoint) + (list(args) if args else list(rule.cmd))
     if not argv:
         raise UnknownImage(f"image rule {rule.match[0]!r} has no entrypoint and the container sets no command")
     if rule.runtime == "triton" and os.path.basename(argv[0]) == "tritonserver":

@@ -112,6 +112,9 @@ def test_argv_command_replaces_entrypoint(tmp_path):
     rule = ImageMap.load(DEFAULT_IMAGES_FILE).resolve("kiln/trainer:dev")
     assert build_argv(rule, [], ["train", "--x"], tmp_path) == ("kiln-trainer", "train", "--x")
     assert build_argv(rule, ["python3", "-c"], ["print(1)"], tmp_path) == ("python3", "-c", "print(1)")
+    py = ImageMap.load(DEFAULT_IMAGES_FILE).resolve("python:3.11")
+    assert build_argv(py, [], [], tmp_path) == ("python3",)  # CMD
+    assert build_argv(py, [], ["python", "-V"], tmp_path) == ("python", "-V")  # args replace CMD
 
 
 def test_triton_command_rewritten(tmp_path):
