@@ -1,0 +1,516 @@
+"""The TrainingRun resource (``kiln.dev/v1alpha1``): typed spec and status.
+
+These dataclasses are the single source of truth: ``crd.py`` generates the CRD's structural schema
+from them (descriptions come from the field docstrings, constraints from :func:`knob`), the operator
+parses ``body["spec"]`` with :func:`parse_spec`, and ``kiln estimate -f run.yaml`` does the same
+offline. Cross-field rules live twice on purpose: as CEL in ``crd.py`` (rejected at admission) and in
+``__post_init__`` here (rejected offline, with the same field named).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kiln_api.presets import ACCELERATORS, MODEL_PRESET_NAMES
+from kiln_api.specfields import SpecError, from_dict, knob, to_dict
+
+GROUP = "kiln.dev"
+VERSION = "v1alpha1"
+KIND = "TrainingRun"
+PLURAL = "trainingruns"
+SHORT_NAME = "tr"
+
+PHASES = ("Pending", "Preparing", "Training", "Exporting", "RollingOut", "Succeeded", "Failed", "Suspended")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+
+@dataclass
+class SecretRef:
+    """A Secret in the TrainingRun's own namespace (no namespace field on purpose)."""
+
+    name: str = knob(pattern=_DNS_LABEL, max_length=253)
+    """Name of a Secret in the run's namespace holding keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
+
+
+@dataclass
+class StorageSpec:
+    """Where the run keeps datasets, checkpoints, metrics and exported models."""
+
+    uri: str = knob(pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", max_length=1024, immutable=True)
+    """Root URI, s3://bucket/prefix; layout below it is fixed by kiln_api.s3layout."""
+    endpoint: str | None = knob(None, pattern=r"^https?://", max_length=512)
+    """S3 endpoint for non-AWS stores (MinIO, Ceph); passed to pods as AWS_ENDPOINT_URL."""
+    secret_ref: SecretRef | None = None
+    """Credentials by Secret reference; the Secret must live in the run's namespace."""
+    service_account_name: str | None = knob(None, pattern=_DNS_LABEL, max_length=253)
+    """Workload identity instead of a Secret: pods run as this ServiceAccount (IRSA, GKE WI)."""
+    region: str = knob("us-east-1", max_length=64)
+    """Bucket region, passed as AWS_DEFAULT_REGION."""
+
+
+@dataclass
+class DataSource:
+    """One input corpus (mapped to kiln_api.data_config.SourceSpec)."""
+
+    uri: str = knob(pattern=r"^(s3|file|builtin)://", max_length=1024)
+    """Files to read: s3://bucket/prefix/*.jsonl, file:///abs/*.txt or builtin://tinycorpus/*; globs allowed."""
+    format: str = knob("jsonl", enum=("txt", "jsonl", "parquet"))
+    """File format; .gz and .zst are decompressed by suffix."""
+    text_field: str = knob("text", max_length=128)
+    """Key or column holding the document text (jsonl, parquet)."""
+    weight: float = knob(1.0, minimum=0.01, maximum=100.0)
+    """Sampling weight: 0.5 keeps about half the documents, 2 repeats each twice."""
+
+
+@dataclass
+class CleaningSpec:
+    """Document filters applied before tokenization."""
+
+    min_units: int = knob(5, minimum=0)
+    """Drop documents shorter than this many units (words; each CJK character counts one)."""
+    max_units: int = knob(200_000, minimum=1)
+    """Drop documents longer than this many units."""
+    dedup: bool = True
+    """Remove near-duplicate documents (MinHash); exact duplicates are always removed."""
+
+
+@dataclass
+class TokenizerSpec:
+    """The SentencePiece BPE tokenizer trained on the cleaned corpus."""
+
+    vocab_size: int = knob(32000, minimum=300, maximum=262144)
+    """Vocabulary size; the model's embedding rows follow it."""
+    input_sentence_size: int = knob(2_000_000, minimum=100)
+    """At most this many lines (a seeded sample) train the tokenizer."""
+
+
+@dataclass
+class DataSpec:
+    """What to train on and how to prepare it."""
+
+    sources: list[DataSource] = knob(factory=list, max_items=64)
+    """Input corpora; at least one."""
+    cleaning: CleaningSpec = field(default_factory=CleaningSpec)
+    """Filters applied before tokenization."""
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    """Tokenizer training settings."""
+    validation_fraction: float = knob(0.01, minimum=0.0, maximum=0.5)
+    """Share of documents held out for validation loss."""
+    shards: int = knob(1, minimum=1, maximum=100000)
+    """Train shard files to write."""
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise SpecError("sources", "needs at least one source")
+
+
+@dataclass
+class CustomModel:
+    """An explicit transformer shape (model.preset: custom)."""
+
+    layers: int = knob(minimum=1, maximum=256)
+    """Transformer blocks."""
+    hidden: int = knob(minimum=8, maximum=65536)
+    """Model width."""
+    heads: int = knob(minimum=1, maximum=512)
+    """Attention heads; hidden must be divisible by heads."""
+    kv_heads: int | None = knob(None, minimum=1)
+    """Key/value heads (grouped-query attention); default heads."""
+    ffn_hidden: int | None = knob(None, minimum=8)
+    """SwiGLU inner width; default 8/3·hidden rounded up to 64."""
+    seq_len: int = knob(2048, minimum=16, maximum=131072)
+    """Training context length in tokens."""
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise SpecError("hidden", f"{self.hidden} is not divisible by heads={self.heads}")
+
+
+@dataclass
+class InitFrom:
+    """Start from another run's weights instead of random initialization."""
+
+    run: str = knob(pattern=_DNS_LABEL, max_length=253)
+    """Name of a TrainingRun in the same namespace and storage root."""
+    step: int | None = knob(None, minimum=0)
+    """Checkpoint step to load; default its newest committed checkpoint."""
+
+
+@dataclass
+class ModelSpec:
+    """The network to train."""
+
+    preset: str = knob("tiny_cpu", enum=(*MODEL_PRESET_NAMES, "custom"))
+    """Named shape from kiln_api.train_presets, or custom."""
+    custom: CustomModel | None = None
+    """The shape when preset is custom."""
+    objective: str = knob("causal", enum=("causal", "masked", "distillation"))
+    """causal (next-token), masked LM, or distillation (causal + a teacher; needs training.distillation)."""
+    init_from: InitFrom | None = None
+    """Warm start from another run."""
+
+    def __post_init__(self) -> None:
+        if (self.preset == "custom") != (self.custom is not None):
+            raise SpecError("custom", "must be set exactly when preset is custom")
+
+
+@dataclass
+class ResourcesSpec:
+    """Per-node (per-pod) resources besides GPUs."""
+
+    cpu: str = knob("2", pattern=_QUANTITY)
+    """CPU request and limit per pod."""
+    memory: str = knob("8Gi", pattern=_QUANTITY)
+    """Memory request and limit per pod; also the host memory the preflight assumes for offload."""
+
+
+@dataclass
+class ZeroSpec:
+    """DeepSpeed ZeRO partitioning and offload."""
+
+    stage: int = knob(1, minimum=0, maximum=3)
+    """ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters."""
+    offload_optimizer: bool = False
+    """Keep optimizer states in host memory (ZeRO-Offload); stage >= 1."""
+    offload_params: bool = False
+    """Keep parameters in host memory (ZeRO-Infinity); stage 3 only."""
+
+    def __post_init__(self) -> None:
+        if self.offload_params and self.stage != 3:
+            raise SpecError("offloadParams", "needs stage 3")
+        if self.offload_optimizer and self.stage == 0:
+            raise SpecError("offloadOptimizer", "needs stage >= 1")
+
+
+@dataclass
+class OptimizerSpec:
+    """AdamW with a warmup + cosine learning-rate schedule."""
+
+    name: str = knob("adamw", enum=("adamw",))
+    """Optimizer."""
+    lr: float = knob(3e-4, minimum=0.0, maximum=1.0)
+    """Peak learning rate."""
+    min_lr_ratio: float = knob(0.1, minimum=0.0, maximum=1.0)
+    """Cosine floor as a fraction of lr."""
+    warmup_steps: int = knob(100, minimum=0)
+    """Linear warmup steps."""
+    weight_decay: float = knob(0.1, minimum=0.0)
+    """Decoupled weight decay."""
+    beta1: float = knob(0.9, minimum=0.0, maximum=1.0)
+    """Adam beta1."""
+    beta2: float = knob(0.95, minimum=0.0, maximum=1.0)
+    """Adam beta2."""
+    grad_clip: float = knob(1.0, minimum=0.0)
+    """Clip the global gradient norm to this value; 0 disables."""
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when validation loss stops improving."""
+
+    patience: int = knob(5, minimum=1)
+    """Evaluations without improvement before stopping."""
+    min_delta: float = knob(0.0, minimum=0.0)
+    """Smallest decrease that counts as improvement."""
+
+
+@dataclass
+class Distillation:
+    """Learn from a teacher run's logits."""
+
+    teacher_run: str = knob(pattern=_DNS_LABEL, max_length=253)
+    """TrainingRun (same namespace and storage) whose newest checkpoint is the teacher."""
+    alpha: float = knob(0.5, minimum=0.0, maximum=1.0)
+    """Weight of the distillation loss against the plain LM loss."""
+    temperature: float = knob(2.0, minimum=0.1)
+    """Softmax temperature for both models."""
+
+
+@dataclass
+class CheckpointSpec:
+    """When to checkpoint and how many to keep."""
+
+    interval_steps: int = knob(100, minimum=1)
+    """Save a checkpoint every this many steps (and at the end and on SIGTERM)."""
+    keep: int = knob(2, minimum=2, maximum=100)
+    """Committed checkpoints kept; at least 2 so a corrupt newest one never strands the run."""
+
+
+@dataclass
+class TrainingSpec:
+    """How to train: scale, budget, precision, optimizer, checkpoints, restarts."""
+
+    nodes: int = knob(1, minimum=1, maximum=1024)
+    """Pods in the gang (PyTorchJob Master + Workers, or Indexed Job completions)."""
+    gpus_per_node: int = knob(0, minimum=0, maximum=16)
+    """GPUs per pod (nvidia.com/gpu); 0 trains on CPU."""
+    accelerator: str = knob("cpu", enum=tuple(ACCELERATORS))
+    """Accelerator kind, for the memory preflight and cost estimate."""
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    """CPU and memory per pod."""
+    max_steps: int | None = knob(None, minimum=1)
+    """Stop after this many optimizer steps (exactly one of maxSteps, maxTokens)."""
+    max_tokens: int | None = knob(None, minimum=1)
+    """Stop after this many training tokens (exactly one of maxSteps, maxTokens)."""
+    micro_batch_size: int = knob(1, minimum=1, maximum=4096)
+    """Sequences per device per forward pass."""
+    global_batch_size: int = knob(8, minimum=1)
+    """Sequences per optimizer step; a multiple of microBatchSize × devices."""
+    precision: str = knob("bf16", enum=("fp32", "bf16", "fp16"))
+    """Training precision (fp16 uses dynamic loss scaling)."""
+    zero: ZeroSpec = field(default_factory=ZeroSpec)
+    """DeepSpeed ZeRO settings."""
+    activation_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    """Optimizer and schedule."""
+    early_stopping: EarlyStopping | None = None
+    """Optional early stopping on validation loss."""
+    distillation: Distillation | None = None
+    """Teacher for model.objective: distillation."""
+    eval_interval_steps: int = knob(100, minimum=1)
+    """Validation loss every this many steps."""
+    checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
+    """Checkpoint cadence and retention."""
+    spot: bool = False
+    """Schedule on spot/preemptible nodes (toleration kiln.dev/spot); preemptions are expected."""
+    max_restarts: int = knob(3, minimum=0, maximum=100)
+    """Whole-gang restarts after failures; preemptions do not count."""
+    max_preemptions: int = knob(20, minimum=0, maximum=1000)
+    """Whole-gang restarts after preemptions."""
+    seed: int = knob(1234, minimum=0)
+    """Random seed for initialization and data order."""
+
+    def devices(self) -> int:
+        """Data-parallel world size (a CPU pod counts as one device)."""
+        return self.nodes * max(self.gpus_per_node, 1)
+
+    def __post_init__(self) -> None:
+        if (self.max_steps is None) == (self.max_tokens is None):
+            raise SpecError("maxSteps", "set exactly one of maxSteps and maxTokens")
+        per_step = self.micro_batch_size * self.devices()
+        if self.global_batch_size % per_step:
+            raise SpecError(
+                "globalBatchSize",
+                f"{self.global_batch_size} is not a multiple of microBatchSize × devices = {per_step}",
+            )
+        if self.gpus_per_node == 0 and self.accelerator != "cpu":
+            raise SpecError("accelerator", "must be cpu when gpusPerNode is 0")
+        if self.gpus_per_node > 0 and self.accelerator == "cpu":
+            raise SpecError("accelerator", "name the GPU kind when gpusPerNode > 0")
+
+
+@dataclass
+class ServingSpec:
+    """Roll the exported model out to a Triton target (issue 7)."""
+
+    target: str = knob(pattern=_DNS_LABEL, max_length=63)
+    """Name of the serving target (Triton Deployment + Service) in the run's namespace."""
+    replicas: int = knob(1, minimum=1, maximum=64)
+    """Triton replicas."""
+    quantization: str = knob("none", enum=("none", "int8"))
+    """Serve the INT8 weight-only variant."""
+    gate_prompts: list[str] = knob(factory=list, max_items=32)
+    """Prompts the new version must answer (greedy output equal to the export's reference)."""
+    max_latency_ms: int = knob(5000, minimum=1)
+    """Gate: latency bound per prompt."""
+
+
+@dataclass
+class BudgetSpec:
+    """Cost guard rails."""
+
+    max_gpu_hours: float | None = knob(None, minimum=0.0)
+    """Fail the run (reason BudgetExceeded) once it has used this many device-hours."""
+    price_per_gpu_hour: float | None = knob(None, minimum=0.0)
+    """Price for cost estimates; default from the accelerator table."""
+
+
+@dataclass
+class TrainingRunSpec:
+    """Desired state of a TrainingRun."""
+
+    storage: StorageSpec
+    """Object storage for everything the run produces."""
+    training: TrainingSpec
+    """Scale, budget and hyper-parameters (a step or token budget is required)."""
+    data: DataSpec = knob(immutable=True)
+    """Data sources and preparation; immutable once set."""
+    image: str = knob("ghcr.io/kiln-dev/kiln-trainer:0.1.0", max_length=512)
+    """Trainer image; runs kiln-trainer prepare|train|export."""
+    model: ModelSpec = knob(factory=ModelSpec, immutable=True)
+    """Network to train; immutable once set."""
+    launcher: str = knob("Auto", enum=("Auto", "PyTorchJob", "IndexedJob"))
+    """Auto uses a PyTorchJob when the Kubeflow CRD exists, else an Indexed Job + headless Service."""
+    serving: ServingSpec | None = None
+    """Roll out to Triton after export; without it the run ends after Exporting."""
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    """Cost limits and price."""
+    suspend: bool = False
+    """Stop the training pods (they checkpoint on SIGTERM) and resume later from the newest checkpoint."""
+
+    def __post_init__(self) -> None:
+        if self.model.objective == "distillation" and self.training.distillation is None:
+            raise SpecError("training.distillation", "is required when model.objective is distillation")
+
+
+def parse_spec(raw: Any) -> TrainingRunSpec:
+    """Parse and validate ``body["spec"]``; raises SpecError naming the field."""
+    return from_dict(TrainingRunSpec, raw, "spec")
+
+
+def spec_dict(spec: TrainingRunSpec) -> dict[str, Any]:
+    """The camelCase form of a spec, with every default filled in."""
+    out = to_dict(spec)
+    assert isinstance(out, dict)
+    return out
+
+
+# ---------------------------------------------------------------- status
+
+
+@dataclass
+class Condition:
+    """A Kubernetes-style condition (kstatus and Argo CD read Ready and Stalled)."""
+
+    type: str = knob(max_length=64)
+    """Ready, Prepared, Trained, Exported, RolledOut, Stalled."""
+    status: str = knob(enum=("True", "False", "Unknown"))
+    """Condition status."""
+    reason: str = knob(max_length=128)
+    """CamelCase reason, e.g. PreflightFailed, JobFailed, Preempted."""
+    last_transition_time: str = knob(max_length=64)
+    """RFC 3339 time the status last changed."""
+    message: str = knob("", max_length=4096)
+    """Human-readable detail."""
+    observed_generation: int | None = None
+    """metadata.generation this condition was computed for."""
+
+
+@dataclass
+class Progress:
+    """Written by the trainer through its per-run ServiceAccount (patch on trainingruns/status)."""
+
+    step: int | None = None
+    """Optimizer steps done."""
+    tokens: int | None = None
+    """Training tokens consumed."""
+    loss: float | None = None
+    """Latest training loss."""
+    tokens_per_second: float | None = None
+    """Throughput over the last logging window, whole gang."""
+    eta_seconds: float | None = None
+    """Estimated seconds to the step/token budget."""
+    last_committed_step: int | None = None
+    """Step of the newest committed checkpoint."""
+    updated_at: str | None = None
+    """RFC 3339 time of this record."""
+
+
+@dataclass
+class Restarts:
+    """Whole-gang restarts by reason."""
+
+    failure: int = 0
+    """After a pod or job failure (counts against training.maxRestarts)."""
+    preemption: int = 0
+    """After preemption/eviction (counts against training.maxPreemptions)."""
+
+
+@dataclass
+class Artifacts:
+    """Where the run's outputs are."""
+
+    dataset: str | None = None
+    """URI of the prepared dataset manifest."""
+    checkpoints: str | None = None
+    """URI of the checkpoint folder."""
+    model_version: str | None = None
+    """URI of the exported Triton model version."""
+
+
+@dataclass
+class EstimateStatus:
+    """Preflight result (kiln_api.estimate)."""
+
+    params: int | None = None
+    """Model parameters."""
+    memory_per_device_bytes: int | None = None
+    """Estimated peak memory per device."""
+    device_memory_bytes: int | None = None
+    """Memory available per device."""
+    flops: float | None = None
+    """Training FLOPs (6·N·tokens)."""
+    hours: float | None = None
+    """Estimated wall-clock hours at the assumed MFU."""
+    cost: float | None = None
+    """Estimated cost in USD."""
+
+
+@dataclass
+class TrainingJobRef:
+    """The training child the operator chose."""
+
+    kind: str = knob(enum=("PyTorchJob", "IndexedJob"))
+    """PyTorchJob or IndexedJob (decided once, at first Training reconcile)."""
+    name: str = knob(max_length=253)
+    """Child object name."""
+
+
+@dataclass
+class TrainingRunStatus:
+    """Observed state, written by the operator (and status.progress by the trainer)."""
+
+    phase: str | None = knob(None, enum=PHASES)
+    """Pending → Preparing → Training → Exporting → RollingOut → Succeeded (Failed, Suspended)."""
+    observed_generation: int | None = None
+    """metadata.generation the operator last acted on."""
+    conditions: list[Condition] = knob(factory=list, max_items=16)
+    """Ready plus one per stage."""
+    progress: Progress | None = None
+    """Trainer progress."""
+    restarts: Restarts | None = None
+    """Gang restarts by reason."""
+    gpu_hours: float | None = None
+    """Device-hours used so far."""
+    estimated_cost: float | None = None
+    """USD so far at the budget's price."""
+    artifacts: Artifacts | None = None
+    """Outputs."""
+    estimate: EstimateStatus | None = None
+    """Preflight numbers."""
+    training_job: TrainingJobRef | None = None
+    """The training child."""
+    message: str | None = knob(None, max_length=4096)
+    """Last notable event, human readable."""
+    accounted_at: str | None = None
+    """RFC 3339 time up to which gpuHours has been counted."""
+
+
+_PROGRESS_KEYS = {
+    "step": "step",
+    "tokens": "tokens",
+    "loss": "loss",
+    "tokens_per_s": "tokensPerSecond",
+    "eta_seconds": "etaSeconds",
+    "last_committed_step": "lastCommittedStep",
+    "updated_at": "updatedAt",
+}
+
+
+def progress_patch(record: dict[str, Any]) -> dict[str, Any]:
+    """The status merge-patch body for a trainer progress record (snake_case keys as the trainer's sink).
+
+    The trainer sends ``{"status": {"progress": ...}}`` as a merge patch to the ``status`` subresource
+    of its own TrainingRun (env KILN_RUN_NAME / KILN_RUN_NAMESPACE), using the pod's ServiceAccount.
+    """
+    unknown = sorted(set(record) - set(_PROGRESS_KEYS))
+    if unknown:
+        raise SpecError(f"progress.{unknown[0]}", f"unknown key (known: {', '.join(_PROGRESS_KEYS)})")
+    body = {_PROGRESS_KEYS[k]: v for k, v in record.items() if v is not None}
+    from_dict(Progress, body, "status.progress")  # type check before it reaches the API server
+    return {"status": {"progress": body}}

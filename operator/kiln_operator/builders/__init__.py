@@ -1,0 +1,1 @@
+"""Pure manifest builders: TrainingRun → child object dicts (one module per child kind)."""

@@ -1,0 +1,48 @@
+"""The training gang as a Kubeflow PyTorchJob (Master + Workers).
+
+The Kubeflow controller injects MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and PET_NODE_RANK /
+PET_MASTER_* into the container named ``pytorch``. Restarts are the operator's: backoffLimit 0 and
+restartPolicy Never make any pod failure fail the job, and the operator restarts the whole gang from
+the newest committed checkpoint (DeepSpeed cannot re-admit one restarted rank).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln_operator.builders.common import Run, child_name, metadata, pod_spec, trainer_container
+from kiln_operator.builders.training_env import GRACE_SECONDS, nproc_per_node, port, rendezvous_env
+
+STAGE = "train"
+
+
+def _replica(run: Run, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
+    container = trainer_container(run, STAGE, name="pytorch", extra_env=rendezvous_env(run),
+                                  gpus=True, shm=True, ports=[port()])
+    return {
+        "replicas": replicas,
+        "restartPolicy": "Never",
+        "template": {
+            "metadata": {"labels": dict(labels)},
+            "spec": pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS),
+        },
+    }
+
+
+def build_pytorchjob(run: Run, suspend: bool = False) -> dict[str, Any]:
+    """``<run>-train`` with one Master and ``nodes - 1`` Workers."""
+    name = child_name(run, STAGE)
+    meta = metadata(run, name, STAGE)
+    replicas = {"Master": _replica(run, 1, meta["labels"])}
+    if run.spec.training.nodes > 1:
+        replicas["Worker"] = _replica(run, run.spec.training.nodes - 1, meta["labels"])
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": meta,
+        "spec": {
+            "nprocPerNode": str(nproc_per_node(run)),
+            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "All", "suspend": suspend},
+            "pytorchReplicaSpecs": replicas,
+        },
+    }

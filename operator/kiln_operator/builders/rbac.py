@@ -1,0 +1,58 @@
+"""Per-run identity: the trainer pods may patch the status of their own TrainingRun and nothing else.
+
+This is how progress reaches ``status.progress`` without the operator ever reading tenants' S3
+credentials: the trainer writes it, through a Role scoped by resourceNames to one object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln_api import trainingrun as tr
+
+from kiln_operator.builders.common import Run, child_name, metadata, trainer_sa
+
+STAGE = "trainer"
+
+
+def build_service_account(run: Run) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(run, child_name(run, STAGE), STAGE),
+        "automountServiceAccountToken": True,  # the trainer's status sink needs the token
+    }
+
+
+def build_role(run: Run) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(run, child_name(run, STAGE), STAGE),
+        "rules": [
+            {
+                "apiGroups": [tr.GROUP],
+                "resources": [f"{tr.PLURAL}/status"],
+                "resourceNames": [run.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def build_role_binding(run: Run) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(run, child_name(run, STAGE), STAGE),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": child_name(run, STAGE)},
+        "subjects": [{"kind": "ServiceAccount", "name": trainer_sa(run), "namespace": run.namespace}],
+    }
+
+
+def build_rbac(run: Run) -> list[dict[str, Any]]:
+    """ServiceAccount (unless the run brings its own for workload identity), Role, RoleBinding."""
+    objs = [build_role(run), build_role_binding(run)]
+    if run.spec.storage.service_account_name is None:
+        objs.insert(0, build_service_account(run))
+    return objs

@@ -1,0 +1,41 @@
+"""Reading children's state: Job and PyTorchJob outcomes, and why a gang's pods died."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Pod signals of a preemption or eviction, as opposed to the program failing on its own.
+_PREEMPTION_REASONS = frozenset({"Preempted", "Evicted", "Shutdown", "NodeShutdown", "Terminated",
+                                 "PreemptionByScheduler", "TerminationByKubelet", "DeletionByTaintManager",
+                                 "EvictionByEvictionAPI", "DeletionByPodGC"})
+
+
+def _true_conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    conds = (obj.get("status") or {}).get("conditions") or []
+    return {c["type"]: c for c in conds if c.get("status") == "True"}
+
+
+def outcome(obj: dict[str, Any]) -> tuple[str, str]:
+    """("Succeeded" | "Failed" | "Running", message) for a batch Job or a Kubeflow PyTorchJob."""
+    true = _true_conditions(obj)
+    for ctype, result in (("Complete", "Succeeded"), ("Succeeded", "Succeeded"), ("Failed", "Failed")):
+        if ctype in true:
+            c = true[ctype]
+            return result, f"{c.get('reason', ctype)}: {c.get('message', '')}".strip(": ")
+    return "Running", ""
+
+
+def is_preemption(pods: list[dict[str, Any]]) -> bool:
+    """Whether any pod of the gang was disrupted from outside (DisruptionTarget or an eviction reason)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("reason") in _PREEMPTION_REASONS:
+            return True
+        for c in status.get("conditions") or []:
+            if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
+                return True
+    return False
+
+
+def terminating(obj: dict[str, Any] | None) -> bool:
+    return obj is not None and bool(obj["metadata"].get("deletionTimestamp"))

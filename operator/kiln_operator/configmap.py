@@ -1,0 +1,140 @@
+"""The per-run ConfigMap ``<run>-config``: prepare.yaml, train.yaml and export.yaml.
+
+Each file is the YAML form of the step's typed config (``kiln_api.data_config.PrepareConfig``,
+``kiln_api.train_config.TrainConfig``, ``kiln_api.export_config.ExportConfig``), built from the
+TrainingRun spec and validated by constructing those types here, so a spec the trainer would refuse
+fails in the operator with the field named instead of in a crash-looping pod.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import yaml
+from kiln_api.data_config import PrepareConfig
+from kiln_api.export_config import ExportConfig
+from kiln_api.s3layout import RunLayout, StorageURI
+from kiln_api.train_config import TrainConfig
+from kiln_api.train_presets import apply_preset
+from kiln_api.trainingrun import TrainingRunSpec
+
+from kiln_operator.builders.common import Run, child_name, metadata
+
+STAGE = "config"
+
+
+def prepare_config(run: Run) -> PrepareConfig:
+    d = run.spec.data
+    data = {
+        "sources": [
+            {"uri": s.uri, "format": s.format, "text_field": s.text_field, "weight": s.weight} for s in d.sources
+        ],
+        "filters": {"min_units": d.cleaning.min_units, "max_units": d.cleaning.max_units},
+        "dedup": {"near": d.cleaning.dedup},
+        "tokenizer": {"vocab_size": d.tokenizer.vocab_size, "input_sentence_size": d.tokenizer.input_sentence_size},
+        "packing": {"val_fraction": d.validation_fraction, "num_shards": d.shards},
+    }
+    return PrepareConfig.from_dict({"output": run.spec.storage.uri, "data": data})
+
+
+def dataset_uri(run: Run) -> str:
+    """Where the prepared dataset lands: content-addressed by the data spec's hash."""
+    layout = RunLayout(StorageURI.parse(run.spec.storage.uri), run.name)
+    return layout.dataset(prepare_config(run).data.spec_hash())
+
+
+def _layout(spec: TrainingRunSpec, run_name: str) -> RunLayout:
+    return RunLayout(StorageURI.parse(spec.storage.uri), run_name)
+
+
+def _model_overrides(spec: TrainingRunSpec) -> dict[str, Any]:
+    m, t = spec.model, spec.training
+    model: dict[str, Any] = {
+        "vocab_size": spec.data.tokenizer.vocab_size,
+        "objective": "masked" if m.objective == "masked" else "causal",
+        "activation_checkpointing": t.activation_checkpointing,
+    }
+    if m.custom is not None:
+        model.update(d_model=m.custom.hidden, n_layers=m.custom.layers, n_heads=m.custom.heads,
+                     n_kv_heads=m.custom.kv_heads, ffn_hidden=m.custom.ffn_hidden, max_seq_len=m.custom.seq_len)
+    return model
+
+
+def train_config(run: Run) -> TrainConfig:
+    spec, t = run.spec, run.spec.training
+    raw: dict[str, Any] = {
+        "run": run.name,
+        "storage_uri": spec.storage.uri,
+        "data": {"path": dataset_uri(run), "seed": t.seed},
+        "model": _model_overrides(spec),
+        "optim": {"lr": t.optimizer.lr, "weight_decay": t.optimizer.weight_decay, "beta1": t.optimizer.beta1,
+                  "beta2": t.optimizer.beta2, "grad_clip": t.optimizer.grad_clip},
+        "schedule": {"warmup_steps": t.optimizer.warmup_steps, "min_lr_ratio": t.optimizer.min_lr_ratio,
+                     "max_steps": t.max_steps, "max_tokens": t.max_tokens},
+        "batch": {"global_batch_size": t.global_batch_size, "micro_batch_size": t.micro_batch_size},
+        "precision": {"bf16": t.precision == "bf16", "fp16": t.precision == "fp16"},
+        "zero": {"stage": t.zero.stage, "offload_optimizer": t.zero.offload_optimizer,
+                 "offload_param": t.zero.offload_params},
+        "checkpoint": {"every_steps": t.checkpoint.interval_steps, "keep_last": t.checkpoint.keep},
+        "early_stop": {"eval_every_steps": t.eval_interval_steps},
+        "seed": t.seed,
+    }
+    if spec.model.custom is not None:
+        raw["batch"]["seq_len"] = spec.model.custom.seq_len
+    if t.early_stopping is not None:
+        raw["early_stop"].update(patience=t.early_stopping.patience, min_delta=t.early_stopping.min_delta)
+    if t.distillation is not None:
+        teacher = _layout(spec, t.distillation.teacher_run).checkpoints()
+        raw["distill"] = {"teacher": teacher, "alpha": t.distillation.alpha,
+                          "temperature": t.distillation.temperature}
+    if spec.model.init_from is not None:
+        layout = _layout(spec, spec.model.init_from.run)
+        step = spec.model.init_from.step
+        raw["checkpoint"]["init_from"] = layout.checkpoint(step) if step is not None else layout.checkpoints()
+    if spec.model.custom is None:
+        raw["preset"] = spec.model.preset
+    return apply_preset(raw)
+
+
+def export_config(run: Run) -> ExportConfig:
+    layout = _layout(run.spec, run.name)
+    raw: dict[str, Any] = {
+        "checkpoints_uri": layout.checkpoints(),
+        "model_repository": layout.model_repository(),
+        "model_name": run.name,
+        "int8": run.spec.serving is not None and run.spec.serving.quantization == "int8",
+        "run": run.name,
+    }
+    if run.spec.serving is not None and run.spec.serving.gate_prompts:
+        raw["reference_prompts"] = list(run.spec.serving.gate_prompts)
+    return ExportConfig.from_dict(raw)
+
+
+def _yaml(obj: Any) -> str:
+    return yaml.safe_dump(_plain(dataclasses.asdict(obj)), sort_keys=True)
+
+
+def _plain(x: Any) -> Any:
+    """Tuples → lists so the YAML is plain (safe_load gives lists back; the configs accept both)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x
+
+
+def build_config_map(run: Run) -> dict[str, Any]:
+    """``<run>-config`` with one file per step, mounted at /etc/kiln in every trainer pod."""
+    prepare = dataclasses.asdict(prepare_config(run))
+    prepare.pop("base_dir", None)  # set by the trainer from the file's folder, not a config key
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(run, child_name(run, STAGE), STAGE),
+        "data": {
+            "prepare.yaml": yaml.safe_dump(_plain(prepare), sort_keys=True),
+            "train.yaml": _yaml(train_config(run)),
+            "export.yaml": _yaml(export_config(run)),
+        },
+    }

@@ -1,0 +1,62 @@
+"""Entry point of the kiln operator: ``kiln-operator`` (or ``kopf run -m kiln_operator.main``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+from prometheus_client import start_http_server
+
+from kiln_operator import handlers
+from kiln_operator.kube import Kube
+
+
+def _api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    """Every operator setting in one place (non-defaults commented)."""
+    # Keep kopf's bookkeeping in annotations: the CRD's status schema is structural and would prune
+    # kopf's own status fields, which makes kopf re-run handlers forever.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kiln.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kiln.dev")
+    settings.persistence.finalizer = "kiln.dev/operator"
+    # Sync handlers run in threads; 200 runs with a 5 s timer need more than the default 5... workers.
+    settings.execution.max_workers = int(os.environ.get("KILN_MAX_WORKERS", "32"))
+    # One replica only: peering is not leader election (research/reliability.md); no peering objects.
+    settings.peering.standalone = True
+    # Reconnect watches that went quiet (kopf >= 1.44 behaviour, made explicit).
+    settings.watching.inactivity_timeout = 300
+    # Events are for humans; keep them short and never let posting them fail a handler.
+    settings.posting.level = logging.INFO
+    handlers.set_kube(Kube(_api_client()))
+    port = int(os.environ.get("KILN_METRICS_PORT", "8080"))
+    if port:
+        start_http_server(port)
+        logger.info("metrics on :%d/metrics", port)
+
+
+def main() -> int:
+    """Run the operator in all namespaces (or KILN_NAMESPACE) until SIGTERM."""
+    args = ["run", "--standalone", "-m", "kiln_operator.handlers", "-m", "kiln_operator.main"]
+    ns = os.environ.get("KILN_NAMESPACE")
+    args += ["--namespace", ns] if ns else ["--all-namespaces"]
+    sys.argv = ["kopf", *args]
+    from kopf.cli import main as kopf_main  # kopf's CLI sets up logging and signal handling
+
+    kopf_main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""One step function per phase: look at the children, create what is missing, say where to go next.
+
+A step never loops or sleeps: it returns a Transition (or None to stay) and the timer calls it
+again. Children have fixed names and are created with create-or-adopt, so any step can be repeated
+after an operator crash without duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kiln_api.estimate import estimate, explain
+from kiln_api.s3layout import RunLayout, StorageURI
+
+from kiln_operator import children
+from kiln_operator.builders.common import LABEL_RUN, LABEL_STAGE, Run
+from kiln_operator.builders.export_job import build_export_job
+from kiln_operator.builders.indexed_job import build_headless_service, build_indexed_job
+from kiln_operator.builders.prepare_job import build_prepare_job
+from kiln_operator.builders.pytorchjob import build_pytorchjob
+from kiln_operator.builders.rbac import build_rbac
+from kiln_operator.configmap import build_config_map, dataset_uri
+from kiln_operator.kube import Kube
+from kiln_operator.status import Transition, after_export
+
+
+@dataclass
+class Ctx:
+    """What a step works with; it writes status fields and events here, the handler applies them."""
+
+    kube: Kube
+    """API access."""
+    run: Run
+    """The run (identity and parsed spec)."""
+    status: dict[str, Any]
+    """status as last seen."""
+    now: datetime
+    """Time of this reconcile."""
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    """Status fields to merge besides the phase/conditions."""
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    """(type, reason, message) to post as Kubernetes events."""
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(("Warning" if warning else "Normal", reason, message))
+
+
+Step = Callable[[Ctx], Transition | None]
+
+
+def _ensure(ctx: Ctx, obj: dict[str, Any]) -> dict[str, Any]:
+    got, created = ctx.kube.create_or_adopt(obj)
+    if created:
+        ctx.event("Created", f"{obj['kind']} {obj['metadata']['name']}")
+    return got
+
+
+def step_pending(ctx: Ctx) -> Transition | None:
+    """Preflight, then the per-run RBAC and ConfigMap; a run that cannot fit fails here."""
+    est = estimate(ctx.run.spec)
+    ctx.status_patch["estimate"] = {
+        "params": est.params, "memoryPerDeviceBytes": est.memory.total, "deviceMemoryBytes": est.device_memory,
+        "flops": est.flops, "hours": est.hours, "cost": est.cost,
+    }
+    if not est.fits:
+        return Transition("Failed", "PreflightFailed", explain(est))
+    try:
+        config_map = build_config_map(ctx.run)
+    except ValueError as e:  # the step configs (trainer/data/export types) refused the spec
+        return Transition("Failed", "InvalidSpec", str(e))
+    for obj in [*build_rbac(ctx.run), config_map]:
+        _ensure(ctx, obj)
+    layout = RunLayout(StorageURI.parse(ctx.run.spec.storage.uri), ctx.run.name)
+    ctx.status_patch["artifacts"] = {"dataset": dataset_uri(ctx.run), "checkpoints": layout.checkpoints()}
+    return Transition("Preparing", "PreflightPassed", explain(est))
+
+
+def step_preparing(ctx: Ctx) -> Transition | None:
+    job = _ensure(ctx, build_prepare_job(ctx.run))
+    state, message = children.outcome(job)
+    if state == "Succeeded":
+        return Transition("Training", "DataPrepared", "dataset ready")
+    if state == "Failed":
+        return Transition("Failed", "PrepareFailed", message or "prepare Job failed")
+    return None
+
+
+def _training_kind(ctx: Ctx) -> str | None:
+    """PyTorchJob or IndexedJob, decided once and kept in status.trainingJob."""
+    recorded = (ctx.status.get("trainingJob") or {}).get("kind")
+    if recorded:
+        return str(recorded)
+    launcher = ctx.run.spec.launcher
+    has_kubeflow = ctx.kube.has_api("kubeflow.org/v1", "pytorchjobs")
+    if launcher == "IndexedJob" or (launcher == "Auto" and not has_kubeflow):
+        return "IndexedJob"
+    return "PyTorchJob" if has_kubeflow else None
+
+
+def _account(ctx: Ctx) -> float:
+    """Add the device-hours since the last reconcile to status.gpuHours; returns the new total."""
+    total = float(ctx.status.get("gpuHours") or 0.0)
+    since = ctx.status.get("accountedAt")
+    if since:
+        elapsed = (ctx.now - datetime.fromisoformat(since)).total_seconds()
+        total += max(elapsed, 0.0) / 3600.0 * ctx.run.spec.training.devices()
+    ctx.status_patch["gpuHours"] = total
+    ctx.status_patch["accountedAt"] = ctx.now.isoformat()
+    price = ctx.run.spec.budget.price_per_gpu_hour
+    if price is not None:
+        ctx.status_patch["estimatedCost"] = total * price
+    return total
+
+
+def _training_objects(ctx: Ctx, kind: str) -> list[dict[str, Any]]:
+    if kind == "PyTorchJob":
+        return [build_pytorchjob(ctx.run)]
+    return [build_headless_service(ctx.run), build_indexed_job(ctx.run)]
+
+
+def _restart(ctx: Ctx, job: dict[str, Any], message: str) -> Transition | None:
+    """Whole-gang restart after a failure; preemptions have their own, larger budget."""
+    pods = ctx.kube.list("v1", "Pod", ctx.run.namespace, f"{LABEL_RUN}={ctx.run.name},{LABEL_STAGE}=train")
+    reason = "preemption" if children.is_preemption(pods) else "failure"
+    restarts = dict(ctx.status.get("restarts") or {"failure": 0, "preemption": 0})
+    restarts[reason] = int(restarts.get(reason, 0)) + 1
+    ctx.status_patch["restarts"] = restarts
+    t = ctx.run.spec.training
+    limit = t.max_preemptions if reason == "preemption" else t.max_restarts
+    if restarts[reason] > limit:
+        return Transition("Failed", "RestartBudgetExhausted",
+                          f"{restarts[reason] - 1} {reason} restarts used (limit {limit}); last: {message}")
+    ctx.kube.delete(job["apiVersion"], job["kind"], ctx.run.namespace, job["metadata"]["name"], "Foreground")
+    ctx.event("GangRestart", f"restart {restarts[reason]}/{limit} after {reason}: {message}; "
+                             "resuming from the newest committed checkpoint", warning=True)
+    return None
+
+
+def step_training(ctx: Ctx) -> Transition | None:
+    kind = _training_kind(ctx)
+    if kind is None:
+        return Transition("Failed", "LauncherUnavailable", "launcher PyTorchJob asked for, but the "
+                          "kubeflow.org/v1 PyTorchJob API is not installed; use launcher: IndexedJob or Auto")
+    objs = _training_objects(ctx, kind)
+    main = objs[-1]
+    name = main["metadata"]["name"]
+    ctx.status_patch["trainingJob"] = {"kind": kind, "name": name}
+    used = _account(ctx)
+    budget = ctx.run.spec.budget.max_gpu_hours
+    existing = ctx.kube.get(main["apiVersion"], main["kind"], ctx.run.namespace, name)
+    if budget is not None and used > budget:
+        if existing is not None:
+            ctx.kube.delete(main["apiVersion"], main["kind"], ctx.run.namespace, name, "Foreground")
+        return Transition("Failed", "BudgetExceeded", f"{used:.2f} device-hours used, budget {budget}")
+    if ctx.run.spec.suspend:
+        if existing is not None and not children.terminating(existing):
+            ctx.kube.delete(main["apiVersion"], main["kind"], ctx.run.namespace, name, "Foreground")
+        return Transition("Suspended", "Suspended", "training pods stopped; they checkpoint on SIGTERM")
+    if children.terminating(existing):
+        return None  # a gang restart is under way: wait until the old pods are gone
+    if existing is None and "trainingJob" in ctx.status:
+        ctx.event("TrainingJobRecreated", f"{kind} {name} was missing; recreated (resumes from checkpoint)",
+                  warning=True)
+    job = existing
+    for obj in objs:
+        job = _ensure(ctx, obj)
+    assert job is not None
+    state, message = children.outcome(job)
+    if state == "Succeeded":
+        return Transition("Exporting", "TrainingFinished", "training job succeeded")
+    if state == "Failed":
+        return _restart(ctx, job, message)
+    return None
+
+
+def step_suspended(ctx: Ctx) -> Transition | None:
+    if ctx.run.spec.suspend:
+        return None
+    return Transition("Training", "Resumed", "resuming from the newest committed checkpoint")
+
+
+def step_exporting(ctx: Ctx) -> Transition | None:
+    job = _ensure(ctx, build_export_job(ctx.run))
+    state, message = children.outcome(job)
+    if state == "Succeeded":
+        layout = RunLayout(StorageURI.parse(ctx.run.spec.storage.uri), ctx.run.name)
+        artifacts = dict(ctx.status.get("artifacts") or {})
+        artifacts["modelVersion"] = f"{layout.model_repository()}/{ctx.run.name}"
+        ctx.status_patch["artifacts"] = artifacts
+        nxt = after_export(ctx.run.spec)
+        return Transition(nxt, "Exported", "model exported" + ("" if nxt == "RollingOut" else "; no serving"))
+    if state == "Failed":
+        return Transition("Failed", "ExportFailed", message or "export Job failed")
+    return None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

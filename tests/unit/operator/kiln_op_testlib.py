@@ -1,0 +1,48 @@
+"""Helpers for operator unit tests: example specs and a golden-file comparer."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def load_example(name: str) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / name).read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def gpu_spec_dict() -> dict[str, Any]:
+    """A GPU-shaped variant of the tiny example: 4 nodes × 8 H100, spot, ZeRO-3, serving."""
+    raw = copy.deepcopy(load_example("tiny.yaml")["spec"])
+    raw["model"] = {"preset": "gpt_1b"}
+    raw["training"].update(nodes=4, gpusPerNode=8, accelerator="nvidia-h100-80gb", precision="bf16",
+                           microBatchSize=2, globalBatchSize=256, spot=True, zero={"stage": 3},
+                           resources={"cpu": "32", "memory": "512Gi"})
+    raw["storage"] = {"uri": "s3://team-a/runs", "serviceAccountName": "team-a-s3"}
+    raw["serving"] = {"target": "chat", "gatePrompts": ["Once upon a time"]}
+    return raw
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Golden files spell every value out (no &anchors), so a reviewer reads them top to bottom."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def check_golden(name: str, objects: Any) -> None:
+    """Compare with golden/<name>.yaml; KILN_UPDATE_GOLDEN=1 rewrites it (review the diff!)."""
+    path = GOLDEN / f"{name}.yaml"
+    text = yaml.dump(objects, Dumper=_NoAliases, sort_keys=True, width=110)
+    if os.environ.get("KILN_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"{path} missing; run with KILN_UPDATE_GOLDEN=1 once and review it"
+    assert yaml.safe_load(path.read_text()) == objects, f"{name} differs from {path}"
