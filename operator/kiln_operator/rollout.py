@@ -1,26 +1,130 @@
-"""The RollingOut phase: the hook the serving work (issue 7) implements.
+"""The RollingOut phase: roll the exported version out to the run's serving target.
 
-Contract: ``step_rolling_out(ctx)`` is called on every reconcile while ``status.phase`` is
-RollingOut (only runs with ``spec.serving`` get there, see ``status.after_export``). It must be
-idempotent like every other step: ensure the serving target exists, load the exported version
-(``ctx.status["artifacts"]["modelVersion"]``), gate it with real inference, promote or roll back,
-and return ``Transition("Succeeded", ...)``, ``Transition("Failed", "RolloutFailed", reason)`` or
-None to be called again.
+Called on every reconcile tick while ``status.phase`` is RollingOut (only runs with
+``spec.serving`` get here, see ``status.after_export``). It learns which version the export Job
+published (from that Job's result line), then advances the gated rollout one step
+(`kiln_operator.serving.execute.rollout_tick`): canary → gate → in-place promotion → live.
+Every step is idempotent; waiting happens between ticks.
 
-Until that lands, a run with ``spec.serving`` stays in RollingOut with condition RolledOut=False,
-reason RolloutNotImplemented; nothing pretends to have served the model.
+The annotation ``kiln.dev/hold-rollout: "true"`` on the TrainingRun holds the rollout before the
+canary is created (a manual approval step); removing it lets the rollout continue.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import os
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from kiln_api.s3layout import RunLayout, StorageURI
+
+from kiln_operator.builders.common import Run, child_name, metadata
+from kiln_operator.serving.builders import ServingTarget
+from kiln_operator.serving.execute import RolloutRequest, rollout_tick
+from kiln_operator.serving.plan import Step
 from kiln_operator.status import Transition
 
 if TYPE_CHECKING:
     from kiln_operator.phases import Ctx
 
+HOLD_ANNOTATION = "kiln.dev/hold-rollout"
+# The serving image: Triton plus the python packages kiln's model imports (images/serving).
+SERVING_IMAGE = os.environ.get("KILN_SERVING_IMAGE", "ghcr.io/kiln-dev/kiln-serving:0.1.0")
+
+
+def serving_target(run: Run) -> ServingTarget:
+    spec = run.spec
+    assert spec.serving is not None
+    layout = RunLayout(StorageURI.parse(spec.storage.uri), run.name)
+    return ServingTarget(
+        name=spec.serving.target,
+        namespace=run.namespace,
+        model=model_name(run),
+        repository=layout.model_repository(),
+        endpoint=spec.storage.endpoint,
+        secret=spec.storage.secret_ref.name if spec.storage.secret_ref else None,
+        image=SERVING_IMAGE,
+        replicas=spec.serving.replicas,
+        service_account=spec.storage.service_account_name,
+    )
+
+
+def model_name(run: Run) -> str:
+    """Runs that serve to one target publish versions of one model, named after the target
+    (INT8 runs publish `<target>-int8`); runs without serving publish a model named after the run."""
+    if run.spec.serving is None:
+        return run.name
+    base = run.spec.serving.target
+    return f"{base}-int8" if run.spec.serving.quantization == "int8" else base
+
+
+def exported_version(ctx: Ctx) -> int | None:
+    """The version the export Job published, from status or else from the Job's result line."""
+    uri = str((ctx.status.get("artifacts") or {}).get("modelVersion") or "")
+    tail = uri.rstrip("/").rsplit("/", 1)[-1]
+    if tail.isdigit():
+        return int(tail)
+    pods = ctx.kube.list("v1", "Pod", ctx.run.namespace, f"job-name={child_name(ctx.run, 'export')}")
+    for pod in pods:
+        for line in reversed(ctx.kube.pod_log_tail(ctx.run.namespace, pod["metadata"]["name"], 20).splitlines()):
+            result = _exported(line)
+            if result is None:
+                continue
+            version = int(result["int8"]["version"] if "int8" in result and model_name(ctx.run).endswith("-int8")
+                          else result["version"])
+            layout = RunLayout(StorageURI.parse(ctx.run.spec.storage.uri), ctx.run.name)
+            artifacts = dict(ctx.status.get("artifacts") or {})
+            artifacts["modelVersion"] = f"{layout.model_repository()}/{model_name(ctx.run)}/{version}"
+            ctx.status_patch["artifacts"] = artifacts
+            return version
+    return None
+
+
+def _exported(line: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    result = doc.get("exported") if isinstance(doc, dict) else None
+    return result if isinstance(result, dict) and "version" in result else None
+
+
+def _held(ctx: Ctx) -> bool:
+    body = ctx.kube.get("kiln.dev/v1alpha1", "TrainingRun", ctx.run.namespace, ctx.run.name) or {}
+    return str(body.get("metadata", {}).get("annotations", {}).get(HOLD_ANNOTATION, "")).lower() == "true"
+
+
+def _since(ctx: Ctx) -> float:
+    """Seconds since the run entered RollingOut (its RolledOut condition's transition time)."""
+    for c in ctx.status.get("conditions") or []:
+        if c.get("type") == "RolledOut" and c.get("lastTransitionTime"):
+            return (ctx.now - datetime.fromisoformat(c["lastTransitionTime"])).total_seconds()
+    return 0.0
+
 
 def step_rolling_out(ctx: Ctx) -> Transition | None:
-    ctx.status_patch["message"] = "RolloutNotImplemented: rollout to Triton is not in this build (issue 7)"
+    spec = ctx.run.spec
+    assert spec.serving is not None, "only runs with spec.serving reach RollingOut"
+    version = exported_version(ctx)
+    if version is None:
+        ctx.status_patch["message"] = "waiting for the export Job's result"
+        return None
+    if _held(ctx):
+        ctx.status_patch["message"] = f"RolloutHeld: remove annotation {HOLD_ANNOTATION} to roll out v{version}"
+        return None
+    owner = metadata(ctx.run, "x", "rollout").get("ownerReferences", [None])[0]
+    req = RolloutRequest(
+        target=serving_target(ctx.run), run=ctx.run.name, version=version, prompts=list(spec.serving.gate_prompts),
+        max_latency_ms=spec.serving.max_latency_ms, trainer_image=spec.image, owner=owner,
+        elapsed_s=_since(ctx),
+    )
+    decision = rollout_tick(ctx.kube, req)
+    if decision.step is Step.DONE:
+        ctx.event("RolledOut", f"{req.target.name} serves {req.target.model} v{version}")
+        return Transition("Succeeded", "RolledOut", f"{req.target.name} serves {req.target.model} v{version}")
+    if decision.step is Step.FAIL:
+        ctx.event("RolloutFailed", f"{decision.reason}: {decision.message}", warning=True)
+        return Transition("Failed", "RolloutFailed", f"{decision.reason}: {decision.message}")
+    ctx.status_patch["message"] = f"rollout of v{version} to {req.target.name}: {decision.step.value}"
     return None
