@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from kiln_trainer.storage import NotFound, Store
 
 COMMIT_MARKERS = ("COMMITTED", "_COMMITTED", "commit", "COMMIT", "_SUCCESS", "commit.json")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 from kiln_api.export_config import ExportConfig, ExportConfigError
+
 from kiln_trainer.export.consolidate import (
     CheckpointRef,
     ExportError,

@@ -40,7 +40,8 @@ def _scalar(inputs: Mapping[str, np.ndarray], name: str) -> Any:
     flat = np.asarray(arr).reshape(-1)
     if flat.size != 1:
         raise GenerationError(f"{name}: expected one value, got {flat.size}")
-    return flat[0].item()
+    value = flat[0]
+    return value.item() if hasattr(value, "item") else value  # BYTES come back as plain bytes
 
 
 def parse_request(inputs: Mapping[str, np.ndarray], served: Served) -> Request:

@@ -1,0 +1,138 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kiln_trainer.export.main import main
+from kiln_trainer.serving.generate import GenerationError, SamplingParams, generate
+from kiln_trainer.serving.loader import LoadError, load_version
+from kiln_trainer.serving.service import parse_request
+
+CK = "runs/tiny/checkpoints"
+STEP = f"{CK}/step-00000005"
+
+
+def _export(root: Path, tmp_path: Path, capsys, **over) -> tuple[int, str]:
+    cfg = {"checkpoints_uri": f"file://{root}/{CK}", "model_repository": f"file://{root}/models",
+           "model_name": "tiny", "reference_prompts": ["the cat sees"], "reference_max_new_tokens": 6, **over}
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(cfg))
+    rc = main(str(path))
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+@pytest.mark.timeout(120)
+def test_export_writes_versions_with_manifest_int8_and_hf(fresh_tree, tmp_path, capsys):
+    rc, out = _export(fresh_tree, tmp_path, capsys, int8=True)
+    assert rc == 0, out
+    v1 = fresh_tree / "models/tiny/1"
+    names = {p.name for p in v1.iterdir()}
+    assert {"model.py", "weights.safetensors", "model_config.json", "tokenizer.model", "manifest.json", "hf"} <= names
+    assert (fresh_tree / "models/tiny/config.pbtxt").read_text().count("decoupled: true") == 1
+    m = json.loads((v1 / "manifest.json").read_text())
+    assert m["run"] == "tiny" and m["checkpoint"]["step"] == 5 and m["data_hash"] == "fixture-tiny"
+    assert m["int8"]["size_ratio_vs_fp32"] <= 0.3
+    assert m["int8"]["published"] == (m["int8"]["ppl_increase"] <= 0.02)
+    # The stored reference is what in-process generation from the exported files gives.
+    served = load_version(v1)
+    ref = m["reference_outputs"][0]
+    assert generate(served.model, ref["prompt_ids"], SamplingParams(max_new_tokens=6, stop_token_id=served.eos_id)) == ref["token_ids"]
+    if m["int8"]["published"]:
+        m8 = json.loads((fresh_tree / "models/tiny-int8/1/manifest.json").read_text())
+        assert m8["dtype"] == "int8" and m8["weights_bytes"] < 0.3 * m["weights_bytes"] + 4096
+    # A second export gets the next number and leaves version 1 byte-identical.
+    before = (v1 / "manifest.json").read_bytes()
+    rc, out = _export(fresh_tree, tmp_path, capsys)
+    assert rc == 0, out
+    assert (fresh_tree / "models/tiny/2/manifest.json").exists()
+    assert (v1 / "manifest.json").read_bytes() == before
+    # Asking for an existing number is refused.
+    rc, out = _export(fresh_tree, tmp_path, capsys, version=2)
+    assert rc == 2 and "tiny/2 already exists" in out
+
+
+def _rewrite(root: Path, rel: str, data: bytes) -> None:
+    (root / STEP / rel).write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: _rewrite(r, "model_config.json", b'{"vocab_size": 1}'), "'model_config.json' is corrupt"),
+        (lambda r: (r / STEP / "ds/mp_rank_00_model_states.pt").unlink(), "is missing (partial checkpoint)"),
+        (lambda r: (r / STEP / "COMMITTED").unlink(), "no commit marker"),
+        (lambda r: (r / STEP / "manifest.json").unlink(), "no manifest.json"),
+        (lambda r: (r / CK / "latest").unlink(), "no 'latest' pointer"),
+    ],
+)
+def test_bad_checkpoints_are_refused_with_a_clear_error(fresh_tree, tmp_path, capsys, damage, message):
+    damage(fresh_tree)
+    rc, out = _export(fresh_tree, tmp_path, capsys)
+    assert rc == 2 and message in out
+    assert not (fresh_tree / "models").exists()  # nothing half-published
+
+
+def test_missing_tokenizer_is_named(fresh_tree, tmp_path, capsys):
+    m = json.loads((fresh_tree / STEP / "manifest.json").read_text())
+    del m["files"]["tokenizer.model"]
+    (fresh_tree / STEP / "manifest.json").write_text(json.dumps(m))
+    (fresh_tree / STEP / "tokenizer.model").unlink()
+    rc, out = _export(fresh_tree, tmp_path, capsys)
+    assert rc == 2 and "tokenizer_uri: not set" in out and "tokenizer.model" in out
+    rc, out = _export(fresh_tree, tmp_path, capsys, tokenizer_uri=f"file://{fresh_tree}/nope/tokenizer.model")
+    assert rc == 2 and "tokenizer_uri" in out
+
+
+def test_best_needs_val_loss(fresh_tree, tmp_path, capsys):
+    m = json.loads((fresh_tree / STEP / "manifest.json").read_text())
+    del m["val_loss"]
+    (fresh_tree / STEP / "manifest.json").write_text(json.dumps(m))
+    rc, out = _export(fresh_tree, tmp_path, capsys, checkpoint="best")
+    assert rc == 2 and "'best' needs val_loss" in out
+
+
+@pytest.fixture(scope="module")
+def served(ckpt_tree, tmp_path_factory):
+    import shutil
+
+    root = tmp_path_factory.mktemp("srv")
+    shutil.copytree(ckpt_tree, root, dirs_exist_ok=True)
+    cfg = tmp_path_factory.mktemp("cfg") / "e.json"
+    cfg.write_text(json.dumps({"checkpoints_uri": f"file://{root}/{CK}", "model_repository": f"file://{root}/models",
+                               "model_name": "m", "hf_export": False}))
+    assert main(str(cfg)) == 0
+    return load_version(root / "models/m/1")
+
+
+def test_service_parses_and_rejects_requests(served):
+    req = parse_request({"TEXT": np.array([[b"the cat"]], dtype=object), "MAX_NEW_TOKENS": np.array([[4]], np.int32),
+                         "TEMPERATURE": np.array([[0.5]], np.float32), "SEED": np.array([[3]]), "STREAM": np.array([[True]])}, served)
+    assert req.prompt_ids == served.encode("the cat") and req.stream and req.params.seed == 3
+    assert req.params.max_new_tokens == 4 and req.params.temperature == 0.5
+    cases = [
+        ({}, "give exactly one"),
+        ({"TEXT": np.array([[b"x"]], dtype=object), "INPUT_IDS": np.array([[1]])}, "give exactly one"),
+        ({"INPUT_IDS": np.array([[1, 2]]), "MAX_NEW_TOKENS": np.array([[0]])}, "MAX_NEW_TOKENS"),
+        ({"INPUT_IDS": np.array([[1] * 60]), "MAX_NEW_TOKENS": np.array([[10]])}, "exceeds the model context"),
+        ({"INPUT_IDS": np.array([[1, 2]]), "TOP_P": np.array([[1.5]])}, "TOP_P"),
+    ]
+    for inputs, msg in cases:
+        with pytest.raises(GenerationError, match=msg):
+            parse_request(inputs, served)
+
+
+def test_loader_detects_a_corrupt_weights_copy(served, tmp_path):
+    import shutil
+
+    src = Path(served.manifest["checkpoint"]["uri"].removeprefix("file://")).parents[3] / "models/m/1"
+    dst = tmp_path / "1"
+    shutil.copytree(src, dst)
+    data = bytearray((dst / "weights.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (dst / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(LoadError, match="sha256"):
+        load_version(dst)
+    (dst / "tokenizer.model").unlink()
+    with pytest.raises(LoadError, match="tokenizer.model is missing"):
+        load_version(dst)

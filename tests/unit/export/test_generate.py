@@ -1,0 +1,86 @@
+import pytest
+import torch
+from kiln_api.train_config import ModelConfig
+from kiln_trainer.serving.cached import servable
+from kiln_trainer.serving.generate import (
+    GenerationError,
+    SamplingParams,
+    check_prompt,
+    generate,
+    generate_batch,
+)
+from kiln_trainer.train.model import GPT
+
+
+@pytest.fixture(scope="module", params=["gpt", "classic"])
+def pair(request):
+    torch.manual_seed(0)
+    kv = 2 if request.param == "gpt" else None
+    gpt = GPT(ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=kv, max_seq_len=48, arch=request.param))
+    return gpt.eval(), servable(gpt)
+
+
+def test_cached_forward_matches_full_forward(pair):
+    gpt, m = pair
+    x = torch.randint(0, 50, (2, 20))
+    with torch.no_grad():
+        full = gpt(x)
+        a, past = m(x[:, :11])
+        b, past = m(x[:, 11:12], past_kv=past)
+        c, _ = m(x[:, 12:], past_kv=past)  # several new tokens after a cache: offset causal mask
+    assert torch.allclose(torch.cat([a, b, c], dim=1), full, atol=1e-5)
+
+
+def test_greedy_equals_argmax_of_full_recompute(pair):
+    gpt, m = pair
+    prompt = [3, 1, 4, 1, 5]
+    got = generate(m, prompt, SamplingParams(max_new_tokens=10))
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(10):
+            seq.append(int(gpt(torch.tensor([seq]))[0, -1].argmax()))
+    assert got == seq[len(prompt):]
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_batch(pair):
+    _, m = pair
+    p = SamplingParams(max_new_tokens=12, temperature=1.0, top_k=20, top_p=0.9, seed=7)
+    alone = generate(m, [2, 7, 1], p)
+    assert generate(m, [2, 7, 1], p) == alone
+    batch = generate_batch(m, [[2, 7, 1], [9, 9, 9], [5]], [p, SamplingParams(max_new_tokens=3, temperature=0.5, seed=1), p])
+    assert batch[0] == alone and len(batch[1]) == 3 and len(batch[2]) == 12
+    assert generate(m, [2, 7, 1], SamplingParams(max_new_tokens=12, temperature=1.0, seed=8)) != alone
+
+
+def test_top_k_one_is_greedy(pair):
+    _, m = pair
+    greedy = generate(m, [4, 4], SamplingParams(max_new_tokens=8))
+    assert generate(m, [4, 4], SamplingParams(max_new_tokens=8, temperature=2.0, top_k=1, seed=3)) == greedy
+    assert generate(m, [4, 4], SamplingParams(max_new_tokens=8, temperature=2.0, top_p=1e-6, seed=3)) == greedy
+
+
+def test_stop_token_ends_a_row_early(pair):
+    _, m = pair
+    first = generate(m, [1, 2], SamplingParams(max_new_tokens=5))[0]
+    assert generate(m, [1, 2], SamplingParams(max_new_tokens=5, stop_token_id=first)) == [first]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"max_new_tokens": 0}, "MAX_NEW_TOKENS"), ({"temperature": -1.0}, "TEMPERATURE"),
+     ({"top_k": -1}, "TOP_K"), ({"top_p": 0.0}, "TOP_P"), ({"seed": -5}, "SEED")],
+)
+def test_bad_sampling_params_name_the_input(kwargs, name):
+    with pytest.raises(GenerationError, match=name):
+        SamplingParams(**kwargs)
+
+
+def test_prompt_checks():
+    p = SamplingParams(max_new_tokens=10)
+    with pytest.raises(GenerationError, match="exceeds the model context of 48"):
+        check_prompt(list(range(40)), p, 48, 50)
+    with pytest.raises(GenerationError, match="empty"):
+        check_prompt([], p, 48, 50)
+    with pytest.raises(GenerationError, match="token id 77"):
+        check_prompt([1, 77], p, 48, 50)
+    check_prompt(list(range(38)), p, 48, 50)  # exactly fits
