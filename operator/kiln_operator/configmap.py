@@ -102,7 +102,8 @@ def export_config(run: Run) -> ExportConfig:
     raw: dict[str, Any] = {
         "checkpoints_uri": layout.checkpoints(),
         "model_repository": layout.model_repository(),
-        "model_name": run.name,
+        # One model per serving target, so successive runs add versions to it (see rollout.model_name).
+        "model_name": run.spec.serving.target if run.spec.serving is not None else run.name,
         "int8": run.spec.serving is not None and run.spec.serving.quantization == "int8",
         "run": run.name,
     }

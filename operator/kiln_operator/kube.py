@@ -29,6 +29,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "ServiceAccount"): Kind("api/v1", "serviceaccounts"),
     ("v1", "Pod"): Kind("api/v1", "pods"),
     ("batch/v1", "Job"): Kind("apis/batch/v1", "jobs"),
+    ("apps/v1", "Deployment"): Kind("apis/apps/v1", "deployments"),
     ("rbac.authorization.k8s.io/v1", "Role"): Kind("apis/rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): Kind("apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     ("kubeflow.org/v1", "PyTorchJob"): Kind("apis/kubeflow.org/v1", "pytorchjobs"),
@@ -117,3 +118,18 @@ class Kube:
                 return False
             raise
         return any(r.get("name") == plural for r in out.get("resources", []))
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> Any:
+        """JSON merge patch (RFC 7386) of one object."""
+        return self._call("PATCH", self._path(api_version, kind, namespace, name), body=body,
+                          content_type="application/merge-patch+json")
+
+    def pod_log_tail(self, namespace: str, name: str, lines: int = 5) -> str:
+        """The last lines a pod's (first) container wrote; empty when there are none yet."""
+        try:
+            text = client.CoreV1Api(self.api).read_namespaced_pod_log(name, namespace, tail_lines=lines)
+        except ApiException as e:
+            if e.status in (400, 404):
+                return ""
+            raise
+        return str(text)
