@@ -35,6 +35,8 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.execution.max_workers = int(os.environ.get("KILN_MAX_WORKERS", "32"))
     # One replica only: peering is not leader election (research/reliability.md); no peering objects.
     settings.peering.standalone = True
+    # No CRD/namespace scanning: the chart installs the CRD first, and RBAC stays without CRD reads.
+    settings.scanning.disabled = True
     # Reconnect watches that went quiet (kopf >= 1.44 behaviour, made explicit).
     settings.watching.inactivity_timeout = 300
     # Events are for humans; keep them short and never let posting them fail a handler.
@@ -51,6 +53,13 @@ def main() -> int:
     args = ["run", "--standalone", "-m", "kiln_operator.handlers", "-m", "kiln_operator.main"]
     ns = os.environ.get("KILN_NAMESPACE")
     args += ["--namespace", ns] if ns else ["--all-namespaces"]
+    health = os.environ.get("KILN_HEALTH_PORT")
+    if health:
+        args += ["--liveness", f"http://0.0.0.0:{health}/healthz"]
+    if os.environ.get("KILN_LOG_LEVEL", "INFO") == "DEBUG":
+        args.append("--verbose")
+    elif os.environ.get("KILN_LOG_LEVEL") in ("WARNING", "ERROR"):
+        args.append("--quiet")
     sys.argv = ["kopf", *args]
     from kopf.cli import main as kopf_main  # kopf's CLI sets up logging and signal handling
 
