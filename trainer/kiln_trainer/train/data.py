@@ -55,6 +55,28 @@ def write_flat_dataset(
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
+BYTE_EOS, BYTE_MASK, BYTE_VOCAB = 256, 257, 258
+
+
+def write_byte_dataset(folder: Path, documents: list[str], val_every: int = 20) -> None:
+    """A tokenizer-free dataset: UTF-8 bytes as token ids (EOS 256, mask 257), every
+    `val_every`-th document in the validation split. For smoke runs, tests and benchmarks."""
+    splits: dict[str, list[int]] = {"train": [], "val": []}
+    for i, doc in enumerate(documents):
+        splits["val" if i % val_every == 0 else "train"].extend([*doc.encode("utf-8"), BYTE_EOS])
+    arrays = {k: np.asarray(v, dtype=np.uint16) for k, v in splits.items()}
+    write_flat_dataset(folder, arrays, vocab_size=BYTE_VOCAB, eos_id=BYTE_EOS, mask_id=BYTE_MASK)
+
+
+def bundled_documents() -> list[str]:
+    """The English and Chinese stories shipped with the data step, one document per paragraph."""
+    corpus = Path(__file__).resolve().parent.parent / "data" / "corpus"
+    docs: list[str] = []
+    for name in ("en_stories.txt", "zh_stories.txt"):
+        docs.extend(p.strip() for p in (corpus / name).read_text(encoding="utf-8").split("\n\n") if p.strip())
+    return docs
+
+
 def read_flat_dataset(folder: Path, train_split: str, val_split: str) -> TokenSplits:
     """Memory-map the splits of a flat-format dataset folder."""
     path = folder / "manifest.json"
@@ -143,15 +165,29 @@ def masked_inputs(
 
 
 def load_splits(path: str, train_split: str, val_split: str, cache_dir: Path) -> TokenSplits:
-    """Open the dataset at `path` (local path, file:// or s3://)."""
-    if path.startswith("s3://"):
-        from kiln_trainer.storage import open_store
+    """Open the dataset at `path` (local path, file:// or s3://): a dataset from `kiln-trainer
+    prepare` (shards verified against their sha256) or the flat format of `write_flat_dataset`."""
+    local = Path(path.removeprefix("file://"))
+    if not path.startswith("s3://") and (local / "manifest.json").is_file():
+        if json.loads((local / "manifest.json").read_text()).get("format") == "kiln-flat-tokens":
+            return read_flat_dataset(local, train_split, val_split)
+    from kiln_trainer.data.shards import open_dataset
 
-        store = open_store(path)
-        local = cache_dir / path.replace("s3://", "").replace("/", "_")
-        for key in store.list():
-            if not (local / key).is_file():
-                store.get_file(key, local / key)
-        return read_flat_dataset(local, train_split, val_split)
-    folder = Path(path.removeprefix("file://"))
-    return read_flat_dataset(folder, train_split, val_split)
+    ds = open_dataset(path, cache_dir=cache_dir)
+    tok = ds.manifest["tokenizer"]
+
+    def split(name: str, field: str) -> np.ndarray:
+        try:
+            arrays = ds.tokens(name)
+        except KeyError as e:
+            raise DataError(f"{field}: {e.args[0]}") from e
+        # One shard stays memory-mapped; several are joined in memory (fine up to a few GB).
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+    return TokenSplits(
+        train=split(train_split, "data.train_split"),
+        val=split(val_split, "data.val_split"),
+        vocab_size=int(tok["vocab_size"]),
+        eos_id=int(tok["eos_id"]),
+        mask_id=None if tok.get("mask_id") is None else int(tok["mask_id"]),
+    )

@@ -53,6 +53,11 @@ class TrainState:
 class Hooks:
     """Test seam: override to inject faults (a NaN loss, a spike, SIGTERM) at chosen steps."""
 
+    engine: Any = None  # the DeepSpeed engine, bound by the Trainer
+
+    def bind(self, engine: Any) -> None:
+        self.engine = engine
+
     def on_loss(self, step: int, micro: int, loss: torch.Tensor) -> torch.Tensor:
         return loss
 
@@ -84,6 +89,7 @@ class Trainer:
         self.spikes = SpikeDetector(f.spike_factor, f.spike_window, f.max_rollbacks)
         self.advisor = Advisor()
         self.history: list[dict[str, Any]] = []
+        self.hooks.bind(engine)
 
     # --- data and loss ---------------------------------------------------------------------------
 
@@ -143,6 +149,7 @@ class Trainer:
                 for group in self.engine.optimizer.param_groups:
                     group["lr"] = 0.0 if bad else lr
                 self.preempted = stop > 0
+                self._grad_norm_fallback()
             self.engine.step()
         good = self.accum * self.world - bad
         mean = loss_sum / good if good else math.nan
@@ -153,6 +160,15 @@ class Trainer:
             st.nonfinite_steps += 1
             self.nonfinite.skipped(st.step, st.nonfinite_steps)
         return mean, (kl_sum / good if self.distill is not None and good else None), (0.0 if bad else lr)
+
+    def _grad_norm_fallback(self) -> None:
+        """DeepSpeed reports no grad norm for plain fp32 data parallel (ZeRO-0); compute it here,
+        after the boundary backward has averaged the gradients and before step() clears them."""
+        self.grad_norm: float | None = None
+        if self.cfg.zero.stage == 0 and not (self.cfg.precision.bf16 or self.cfg.precision.fp16):
+            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+            if grads:
+                self.grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -271,6 +287,7 @@ class Trainer:
             "rollbacks": st.rollbacks,
         }
         grad = self.engine.get_global_grad_norm()
+        grad = self.grad_norm if grad is None else grad
         if grad is not None:
             out["grad_norm"] = float(grad)
         if self.peak:
