@@ -160,7 +160,8 @@ class DedupSpec:
     bands: int = 16
     """LSH bands; must divide num_perm. More bands find lower similarities (more candidates to check)."""
     shingle_size: int = 5
-    """Characters per shingle. Characters, not words, so Chinese is treated like English."""
+    """Units per shingle: a Latin word, a digit run or a single CJK character is one unit, so Chinese
+    (no spaces) and English get shingles of similar information."""
     seed: int = 1
     """Seed of the MinHash hash functions."""
 

@@ -48,3 +48,16 @@ def test_vocab_larger_than_corpus_supports(tmp_path: Path) -> None:
     (tmp_path / "lines.txt").write_text("a tiny corpus\n小小的语料\n" * 20, encoding="utf-8")
     with pytest.raises(DataSpecError, match=r"^data\.tokenizer\.vocab_size: 5000 is larger than the corpus supports"):
         train_tokenizer(tmp_path / "lines.txt", tmp_path / "tok", TokenizerSpec(vocab_size=5000), num_threads=1)
+
+
+def test_word_cached_encoder_equals_sentencepiece(model: Path) -> None:
+    from kiln_trainer.data.pack import WordCachedEncoder
+
+    sp = load(model)
+    enc = WordCachedEncoder(str(model))
+    rng = random.Random(9)
+    texts = [tinycorpus.paragraph(rng, lang) for lang in ("en", "zh") for _ in range(50)]
+    texts += ["", " ", "  leading", "trailing  ", "a  b   c", "x    = 1\n    y = 2", "数字123和abc混合 text",
+              "tab\tand\nnewline", "龘" * 60 + " long", "🙂 emoji  twice 🙂"]
+    for _ in range(2):  # second round: all from the cache
+        assert enc.encode_batch(texts) == [sp.encode(t) for t in texts]

@@ -1,6 +1,7 @@
 """Exact and near-duplicate detection.
 
-Near duplicates: MinHash over character shingles (characters, so Chinese needs no word splitter),
+Near duplicates: MinHash over shingles of k *units* — a Latin word or a single CJK character is one
+unit, so Chinese needs no word segmenter and English is not cut into letters —
 vectorised in numpy, then LSH banding. Documents are visited in key order and a document is dropped
 when a band bucket holds an already *kept* document whose estimated Jaccard similarity is at or above
 the threshold — "the first one wins", which makes the result independent of how the signatures were
@@ -9,12 +10,13 @@ computed (1 process or N shards).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import numpy as np
 import xxhash
 from kiln_api.data_config import DedupSpec
+
+from kiln_trainer.data.filters import UNITS
 
 _MULT = np.uint64(0x100000001B3)  # FNV prime: the polynomial base of the rolling shingle hash
 _BLOCK = 4096  # shingles per block, bounds the num_perm x shingles temporary
@@ -31,15 +33,17 @@ class MinHasher:
         self.b = rng.integers(0, 2**63, spec.num_perm, dtype=np.uint64)[:, None]
 
     def shingles(self, text: str) -> np.ndarray:
-        norm = re.sub(r"\s+", " ", text.casefold()).strip()
-        cps = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-        k = min(self.k, max(1, len(cps)))
-        n = len(cps) - k + 1
-        h = np.zeros(max(n, 1), dtype=np.uint64)
+        """Hashes of the distinct k-unit shingles (units: words, digit runs, single CJK characters)."""
+        units = UNITS.findall(text.casefold()) or [text]
+        uh = np.fromiter((xxhash.xxh64_intdigest(u.encode("utf-8")) for u in units), dtype=np.uint64,
+                         count=len(units))
+        k = min(self.k, len(uh))
+        n = len(uh) - k + 1
+        h = np.zeros(n, dtype=np.uint64)
         with np.errstate(over="ignore"):
             for j in range(k):
-                h = h * _MULT + cps[j:j + n]
-            # finalise (xorshift-multiply) so similar shingles get unrelated hashes
+                h = h * _MULT + uh[j:j + n]
+            # finalise (xorshift-multiply) so shingles sharing units get unrelated hashes
             h ^= h >> np.uint64(29)
             h *= np.uint64(0xBF58476D1CE4E5B9)
             h ^= h >> np.uint64(32)

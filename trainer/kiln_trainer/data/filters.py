@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from kiln_api.data_config import FilterSpec
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0002fa1f"
-_UNITS = re.compile(rf"[{_CJK}]|[^\W\d_]+|\d+")
+UNITS = re.compile(rf"[{_CJK}]|[^\W\d_]+|\d+")
+"""A unit: one CJK character, one run of letters (a word) or one run of digits."""
 _NONSPACE = re.compile(r"\S")
 _LETTER = re.compile(r"[^\W\d_]")
 _DIGIT = re.compile(r"\d")
@@ -37,7 +38,7 @@ class TextStats:
     @classmethod
     def of(cls, text: str) -> TextStats:
         return cls(
-            units=_UNITS.findall(text.casefold()),
+            units=UNITS.findall(text.casefold()),
             nonspace=len(_NONSPACE.findall(text)),
             letters=len(_LETTER.findall(text)),
             digits=len(_DIGIT.findall(text)),

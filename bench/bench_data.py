@@ -1,0 +1,222 @@
+"""Data-prep benchmarks: each figure is a ratio against a baseline measured in the same run.
+
+    .venv/bin/python bench/bench_data.py --quick     # ~4 MB corpus, a couple of minutes on 2 cores
+    .venv/bin/python bench/bench_data.py             # ~16 MB corpus
+
+Corpus: English prose (Python's bundled pydoc topic texts), Python source files from the standard
+library and generated Chinese paragraphs (kiln's tiny-corpus grammar), plus ~10% planted
+near-duplicates (a few words changed). Nothing is downloaded.
+
+1. tokenizer training: kiln (SentencePiece BPE, all cores) vs HF `tokenizers` BpeTrainer (byte-level),
+   same lines, same vocab size.
+2. encode + pack throughput, all cores: kiln's pool encoder writing a uint16 spool vs HF
+   `encode_batch` (rayon, all cores) and vs tiktoken `encode_ordinary_batch` on an Encoding built from
+   the HF model's own byte-level ranks (cl100k cannot be downloaded here, so both use the same-size vocab).
+3. near-duplicate dedup docs/s: kiln's MinHash + LSH vs datatrove 0.3's four MinHash stages
+   (signature, buckets, cluster, filter), same 16x8 bands, one process each. datatrove's English
+   word tokenizer needs nltk (not installed), so it gets a plain `str.split` tokenizer: that makes the
+   baseline *faster* than stock datatrove, not slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from kiln_api.data_config import DedupSpec, TokenizerSpec
+from kiln_trainer.data import tinycorpus
+from kiln_trainer.data.clean import dedup_key
+from kiln_trainer.data.dedup import MinHasher, exact_hash, find_duplicates
+from kiln_trainer.data.pack import Spool, encode_all
+from kiln_trainer.data.tokenizer import train_tokenizer
+
+CORES = os.cpu_count() or 1
+
+
+def build_corpus(target_bytes: int, seed: int = 0) -> tuple[list[str], int]:
+    """Documents (~target_bytes of UTF-8) and the number of planted near-duplicates."""
+    rng = random.Random(seed)
+    docs: list[str] = []
+    from pydoc_data import topics
+
+    prose = [p.strip() for t in topics.topics.values() for p in t.split("\n\n") if len(p.strip()) > 200]
+    docs.extend(prose)  # ~0.3 MB of English prose, each paragraph once
+    size = sum(len(d.encode()) for d in docs)
+    zh_target = target_bytes // 4
+    while size < zh_target:
+        docs.append("".join(tinycorpus.paragraph(rng, "zh") for _ in range(4)))
+        size += len(docs[-1].encode())
+    for p in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if size >= target_bytes * 0.9:
+            break
+        text = p.read_text(encoding="utf-8", errors="replace")
+        for i in range(0, len(text), 6000):
+            docs.append(text[i:i + 6000])
+            size += len(docs[-1].encode())
+    planted = 0
+    for d in rng.sample(docs, len(docs) // 10):
+        words = d.split(" ")
+        if len(words) >= 60:
+            for i in rng.sample(range(len(words)), 2):
+                words[i] = "edited"
+            docs.append(" ".join(words))
+        elif len(d) >= 200:  # Chinese: no spaces, insert a word at one place
+            cut = rng.randrange(len(d))
+            docs.append(d[:cut] + "忽然" + d[cut:])
+        else:
+            continue
+        planted += 1
+    rng.shuffle(docs)
+    return docs, planted
+
+
+def timed(fn, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN201 - bench helper
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t0
+
+
+def bench_tokenizer(docs: list[str], vocab: int, work: Path) -> dict[str, float]:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    lines = [ln for d in docs for ln in d.split("\n") if ln.strip()]
+    (work / "lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = TokenizerSpec(vocab_size=vocab, input_sentence_size=len(lines) + 1)
+    _, t_kiln = timed(train_tokenizer, work / "lines.txt", work / "kiln", spec, CORES)
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|eos|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    _, t_hf = timed(tok.train_from_iterator, lines, trainer)
+    tok.save(str(work / "hf.json"))
+    print(f"tokenizer training ({vocab} vocab, {len(lines)} lines): kiln/SentencePiece {t_kiln:.2f}s, "
+          f"HF tokenizers {t_hf:.2f}s -> speed ratio kiln/HF = {t_hf / t_kiln:.2f}x")
+    return {"train_kiln_s": t_kiln, "train_hf_s": t_hf, "train_ratio": t_hf / t_kiln}
+
+
+def tiktoken_from_hf(path: Path):  # noqa: ANN201
+    """A tiktoken Encoding with the HF byte-level BPE's vocabulary as ranks."""
+    import tiktoken
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = ByteLevel.alphabet()
+    byte_of = {}
+    # GPT-2's byte <-> printable-unicode table, rebuilt: printable bytes map to themselves
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    n = 0
+    for b in range(256):
+        if b in printable:
+            byte_of[chr(b)] = b
+        else:
+            byte_of[chr(256 + n)] = b
+            n += 1
+    assert set(byte_of) == set(alphabet)
+    vocab = json.loads(path.read_text())["model"]["vocab"]
+    ranks = {bytes(byte_of[c] for c in tok): i for tok, i in vocab.items() if tok != "<|eos|>"}
+    pat = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    return tiktoken.Encoding("kiln-bench", pat_str=pat, mergeable_ranks=ranks,
+                             special_tokens={"<|eos|>": vocab["<|eos|>"]})
+
+
+def bench_encode(docs: list[str], work: Path) -> dict[str, float]:
+    from tokenizers import Tokenizer
+
+    mb = sum(len(d.encode()) for d in docs) / 1e6
+
+    def kiln() -> int:
+        spool = Spool(work / "bench.spool", "uint16")
+        for toks in encode_all(docs, work / "kiln.model", CORES):
+            spool.write(toks)
+        spool.close()
+        return spool.tokens
+
+    n_kiln, t_kiln = timed(kiln)
+    hf = Tokenizer.from_file(str(work / "hf.json"))
+    enc, t_hf = timed(hf.encode_batch, docs)
+    n_hf = sum(len(e.ids) for e in enc)
+    tk = tiktoken_from_hf(work / "hf.json")
+    tk_out, t_tk = timed(tk.encode_ordinary_batch, docs, num_threads=CORES)
+    n_tk = sum(len(x) for x in tk_out)
+    r_hf, r_tk = t_hf / t_kiln, t_tk / t_kiln
+    print(f"encode+pack {mb:.1f} MB on {CORES} cores: kiln {mb / t_kiln:.2f} MB/s ({n_kiln} tokens), "
+          f"HF encode_batch {mb / t_hf:.2f} MB/s ({n_hf}), tiktoken {mb / t_tk:.2f} MB/s ({n_tk})")
+    print(f"  -> throughput ratio kiln/HF = {r_hf:.2f}x (goal >= 1.0), kiln/tiktoken = {r_tk:.2f}x (goal >= 0.6)")
+    return {"encode_kiln_mbs": mb / t_kiln, "encode_hf_mbs": mb / t_hf, "encode_tiktoken_mbs": mb / t_tk,
+            "encode_ratio_hf": r_hf, "encode_ratio_tiktoken": r_tk}
+
+
+def _datatrove_dedup(docs: list[str], work: Path) -> int:
+    """Run datatrove's 4 MinHash stages in this process; returns the number of documents kept."""
+    import xxhash
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup import minhash as dm
+
+    class _Split:
+        def word_tokenize(self, text: str) -> list[str]:
+            return text.split()
+
+    dm.load_word_tokenizer = lambda language: _Split()
+    cfg = dm.MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8)
+    base = work / "dt"
+    shutil.rmtree(base, ignore_errors=True)
+    documents = [Document(text=t, id=str(i)) for i, t in enumerate(docs)]
+    sig = dm.MinhashDedupSignature(output_folder=str(base / "sigs"), config=cfg)
+    # datatrove 0.3.0 hands str to xxhash, which the installed xxhash 3.x rejects: encode first
+    sig._hash_func = lambda text: xxhash.xxh64_intdigest(text.encode())
+    sig.run(iter(documents), rank=0, world_size=1)
+    for b in range(cfg.num_buckets):
+        dm.MinhashDedupBuckets(input_folder=str(base / "sigs"), output_folder=str(base / "buckets"),
+                               config=cfg).run(None, rank=b, world_size=cfg.num_buckets)
+    dm.MinhashDedupCluster(input_folder=str(base / "buckets"), output_folder=str(base / "remove"), config=cfg).run()
+    kept = dm.MinhashDedupFilter(input_folder=str(base / "remove")).run(iter(documents), rank=0, world_size=1)
+    return sum(1 for _ in kept)
+
+
+def _kiln_dedup(docs: list[str], spec: DedupSpec) -> int:
+    hasher = MinHasher(spec)
+    sigs = np.stack([hasher.signature(d) for d in docs])
+    keep, _, _ = find_duplicates([exact_hash(dedup_key(d)) for d in docs], sigs, spec)
+    return int(keep.sum())
+
+
+def bench_dedup(docs: list[str], planted: int, work: Path) -> dict[str, float]:
+    spec = DedupSpec(threshold=0.8, num_perm=128, bands=16)
+    kept_kiln, t_kiln = timed(_kiln_dedup, docs, spec)
+    kept_dt, t_dt = timed(_datatrove_dedup, docs, work)
+    n = len(docs)
+    ratio = t_dt / t_kiln
+    print(f"near-dup dedup, {n} docs ({planted} planted near-duplicates), one process each: "
+          f"kiln {n / t_kiln:.0f} docs/s drops {n - kept_kiln}; datatrove {n / t_dt:.0f} docs/s drops {n - kept_dt}")
+    print(f"  -> docs/s ratio kiln/datatrove = {ratio:.2f}x (goal >= 1.0)")
+    return {"dedup_kiln_docs_s": n / t_kiln, "dedup_datatrove_docs_s": n / t_dt, "dedup_ratio": ratio,
+            "dedup_kiln_dropped": n - kept_kiln, "dedup_datatrove_dropped": n - kept_dt, "planted": planted}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="~4 MB corpus instead of ~16 MB")
+    ap.add_argument("--vocab", type=int, default=8000, help="vocab size for both tokenizer trainers")
+    args = ap.parse_args(argv)
+    docs, planted = build_corpus(4_000_000 if args.quick else 16_000_000)
+    print(f"corpus: {len(docs)} docs, {sum(len(d.encode()) for d in docs) / 1e6:.1f} MB, {CORES} cores")
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
+        work = Path(tmp)
+        results = {**bench_tokenizer(docs, args.vocab, work), **bench_encode(docs, work),
+                   **bench_dedup(docs, planted, work)}
+    print(json.dumps({k: round(v, 3) for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
