@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 
@@ -18,17 +17,12 @@ def _sub(subs: argparse._SubParsersAction, name: str, target: str, help_text: st
     return p
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln-trainer")
     subs = parser.add_subparsers(dest="command", required=True)
     prep = _sub(subs, "prepare", "kiln_trainer.data.prepare:main", "prepare a dataset from a data spec")
-    prep.add_argument("--shard-index", type=int, default=_env_int("JOB_COMPLETION_INDEX"),
-                      help="this process's slice of the inputs (default: $JOB_COMPLETION_INDEX)")
+    prep.add_argument("--shard-index", type=int, default=None,
+                      help="this process's slice of the inputs (default with --num-shards: $JOB_COMPLETION_INDEX)")
     prep.add_argument("--num-shards", type=int, default=None, help="number of parallel shard processes")
     prep.add_argument("--merge", action="store_true", help="merge finished parts into the dataset")
     _sub(subs, "train", "kiln_trainer.train.main:main", "train a model")

@@ -68,10 +68,13 @@ def test_corrupt_shard_is_named(single: Path, tmp_path: Path) -> None:
     assert open_dataset(copy, verify=False).num_tokens("train") > 0
 
 
-def test_two_shards_and_merge_equal_single_process(write_config: Any, single: Path, small_corpus: Path, tmp_path: Path) -> None:
+def test_two_shards_and_merge_equal_single_process(write_config: Any, single: Path, small_corpus: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = write_config(tmp_path, small_corpus, tmp_path / "out", workers=2)
     # the shards run as separate invocations, in reverse order, like independent pods would
-    assert prepare(str(cfg), shard_index=1, num_shards=2) == 0
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")  # as in pod 1 of an Indexed Job
+    assert prepare(str(cfg), num_shards=2) == 0
+    monkeypatch.delenv("JOB_COMPLETION_INDEX")
     with pytest.raises(DataSpecError, match="part-00000"):
         prepare(str(cfg), merge=True)
     assert prepare(str(cfg), shard_index=0, num_shards=2) == 0
@@ -189,4 +192,34 @@ def test_output_without_access_is_named(write_config: Any, small_corpus: Path, t
     monkeypatch.setattr(prep, "open_store", lambda uri: store)
     cfg = write_config(tmp_path, small_corpus, tmp_path / "o")
     with pytest.raises(DataSpecError, match=r"^output: cannot access .*access denied to s3://locked-bucket/"):
+        prepare(str(cfg))
+
+
+def test_parquet_zstd_relative_paths_and_date_window(tmp_path: Path, small_corpus: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+    import zstandard
+
+    texts = (small_corpus / "a_en.txt").read_text().split("\n\n")[:60]
+    dates = [f"20{10 + i % 10}-06-01" for i in range(len(texts))]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"body": texts, "day": dates}), tmp_path / "in" / "docs.parquet")
+    rows = "\n".join(json.dumps({"text": t}) for t in texts[:30])
+    (tmp_path / "in" / "more.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(rows.encode()))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"output": f"file://{tmp_path}/out", "workers": 1, "data": {
+        "sources": [{"uri": "in/*.parquet", "format": "parquet", "text_field": "body", "date_field": "day"},
+                    {"uri": "in/*.jsonl.zst", "format": "jsonl"}],
+        "filters": {"date_from": "2012-01-01", "date_to": "2015-12-31"},
+        "dedup": {"exact": False, "near": False},
+        "tokenizer": {"vocab_size": 500}, "packing": {"val_fraction": 0.0}}}))
+    assert prepare(str(cfg)) == 0
+    rep = json.loads((_dataset(cfg) / "report.json").read_text())["counts"]
+    assert rep["input"]["docs_read"] == 90 and rep["input"]["files_read"] == 2
+    assert rep["filters"]["date_window"] == 36  # years 2010, 2011, 2016-2019 of the parquet rows
+    assert rep["filters"]["kept"] == 54
+    bad = cfg.read_text().replace("text_field: body", "text_field: nope")
+    cfg.write_text(bad.replace("/out", "/out2"))
+    with pytest.raises(DataSpecError, match=r"^data\.sources\[0\]\.text_field: .* has no column 'nope'"):
         prepare(str(cfg))

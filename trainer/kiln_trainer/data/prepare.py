@@ -136,6 +136,31 @@ def run_merge(cfg: PrepareConfig, store: Store, parts: list[Path], rep: Report, 
     return _publish(cfg, store, merged, rep, list_inputs(cfg.data.sources, cfg.base_dir))
 
 
+def _shard_index(given: int | None, num_shards: int | None) -> int:
+    """--shard-index, else $JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job)."""
+    if num_shards is None:
+        raise DataSpecError("num-shards: required with --shard-index")
+    if given is not None:
+        return given
+    env = os.environ.get("JOB_COMPLETION_INDEX", "")
+    if not env.isdigit():
+        raise DataSpecError(f"shard-index: not given and JOB_COMPLETION_INDEX is not an integer ({env!r})")
+    return int(env)
+
+
+def _check_inputs_unchanged(cfg: PrepareConfig, store: Store) -> None:
+    """The hash covers the spec, not the bytes: warn when the same spec now lists other files."""
+    try:
+        recorded = json.loads(store.get_bytes(MANIFEST)).get("inputs", [])
+        now = [f.uri for f in list_inputs(cfg.data.sources, cfg.base_dir)]
+    except (StoreError, DataSpecError) as e:
+        _say(f"warning: could not compare the inputs with the prepared dataset's ({e})")
+        return
+    if recorded != now:
+        _say(f"warning: the inputs changed since this dataset was prepared ({len(recorded)} files then, "
+             f"{len(now)} now); change the spec (e.g. sample_seed) to prepare them again")
+
+
 def main(config_path: str, shard_index: int | None = None, num_shards: int | None = None, merge: bool = False) -> int:
     cfg = load_config(config_path)
     _say("data spec: " + cfg.data.canonical_json())
@@ -143,6 +168,7 @@ def main(config_path: str, shard_index: int | None = None, num_shards: int | Non
     where = dataset_uri(cfg)
     if store.exists(MANIFEST):
         _say(f"dataset {cfg.data.spec_hash()} already prepared at {where}; reusing it")
+        _check_inputs_unchanged(cfg, store)
         print(where)
         return 0
     start = time.perf_counter()
@@ -155,10 +181,9 @@ def main(config_path: str, shard_index: int | None = None, num_shards: int | Non
             for key in store.list("parts/"):
                 store.delete(key)
         elif num_shards is not None or shard_index is not None:
-            if num_shards is None:
-                raise DataSpecError("num-shards: required with --shard-index / JOB_COMPLETION_INDEX")
-            run_shard(cfg, store, shard_index or 0, num_shards)
-            _say(f"part {shard_index or 0} of {num_shards} written under {where}/parts/")
+            index = _shard_index(shard_index, num_shards)
+            run_shard(cfg, store, index, num_shards or 0)
+            _say(f"part {index} of {num_shards} written under {where}/parts/")
             return 0
         else:
             inputs = list_inputs(cfg.data.sources, cfg.base_dir)
