@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ def run_training(cfg: TrainConfig, hooks: Hooks | None = None,
 
 
 def main(config_path: str) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Rank-0 logging: other ranks only report warnings and errors.
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     outcome: Any = run_training(load_config(config_path))
     return EXIT_PREEMPTED if outcome.reason == "preempted" else 0
 
