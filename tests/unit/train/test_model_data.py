@@ -98,3 +98,18 @@ def test_lr_schedule_warmup_cosine_floor() -> None:
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
     assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5, abs=0.01)
     assert lr_at(500, 110, o, s) == pytest.approx(0.1)
+
+
+def test_plot_metrics(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from kiln_trainer.train.plot import plot_metrics
+
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps({"step": i, "loss": 5 - i * 0.1, "lr": 0.001, "grad_norm": 1.0,
+                                          **({"val_loss": 5.0 - i * 0.1} if i % 5 == 0 else {})}) for i in range(20)))
+    out = plot_metrics(path, tmp_path / "m.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no records"):
+        plot_metrics(tmp_path / "empty.jsonl", tmp_path / "e.png")
