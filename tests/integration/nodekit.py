@@ -7,16 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from waiting import wait_for
 
 PY_IMAGE = "python:3.11-slim"  # mapped to the project venv by devcluster/images.yaml
-
-
-def api_client(kubeconfig: str | Any) -> client.ApiClient:
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-    return client.ApiClient(cfg)
 
 
 @contextmanager
@@ -81,14 +75,6 @@ def exit_code(p: dict[str, Any], container: str = "main") -> int | None:
         if st["name"] == container and "terminated" in (st.get("state") or {}):
             return int(st["state"]["terminated"]["exitCode"])
     return None
-
-
-def s3_settings() -> dict[str, str]:
-    """The S3 endpoint and root credentials `cluster up` writes to <state>/s3.env."""
-    from kiln_devcluster.paths import StatePaths
-
-    lines = StatePaths.from_env().s3_env.read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def pod_log(core: client.CoreV1Api, ns: str, name: str, **kwargs: Any) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 from nodekit import (
-    api_client,
     event_reasons,
     exit_code,
     namespace,
@@ -22,7 +21,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def core(cluster):
-    return client.CoreV1Api(api_client(cluster.kubeconfig))
+    return client.CoreV1Api(cluster.api)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from kubernetes import client
-from nodekit import api_client, namespace, pod_log
+from nodekit import namespace, pod_log
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(420)
@@ -29,7 +29,7 @@ def replica(replicas: int) -> dict:
 
 
 def test_pytorchjob_all_reduce(cluster):
-    api = api_client(cluster.kubeconfig)
+    api = cluster.api
     try:
         client.ApiextensionsV1Api(api).read_custom_resource_definition("pytorchjobs.kubeflow.org")
     except client.ApiException as exc:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
-import boto3
 import numpy as np
 import pytest
 from kubernetes import client
-from nodekit import api_client, namespace, pod_log, read_pod, s3_settings
+from nodekit import namespace, pod_log, read_pod
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(420)
@@ -27,14 +24,9 @@ class TritonPythonModel:
 """
 
 
-def upload_model(cfg: dict[str, str]) -> str:
-    s3 = boto3.client("s3", endpoint_url=cfg["AWS_ENDPOINT_URL"], aws_access_key_id=cfg["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=cfg["AWS_SECRET_ACCESS_KEY"], region_name=cfg["AWS_DEFAULT_REGION"])
-    bucket = f"triton-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
+def upload_model(s3, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="models/identity/config.pbtxt", Body=CONFIG.encode())
     s3.put_object(Bucket=bucket, Key="models/identity/1/model.py", Body=MODEL.encode())
-    return bucket
 
 
 def triton_pod(repo: str) -> dict:
@@ -47,18 +39,17 @@ def triton_pod(repo: str) -> dict:
                 "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 2}}]}}
 
 
-def test_triton_serves_s3_model_over_http_and_grpc(cluster):
+def test_triton_serves_s3_model_over_http_and_grpc(cluster, s3_bucket):
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    core = client.CoreV1Api(api_client(cluster.kubeconfig))
-    cfg = s3_settings()
-    bucket = upload_model(cfg)
-    repo = f"s3://{cfg['S3_ENDPOINT_IN_CLUSTER']}/{bucket}/models"
+    core = client.CoreV1Api(cluster.api)
+    upload_model(cluster.s3_client(), s3_bucket)
+    repo = f"s3://{cluster.s3['in_cluster_endpoint_url']}/{s3_bucket}/models"
     with namespace(core, "triton") as ns:
         core.create_namespaced_secret(ns, {"metadata": {"name": "s3"}, "stringData": {
-            "AWS_ACCESS_KEY_ID": cfg["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": cfg["AWS_SECRET_ACCESS_KEY"],
-            "AWS_DEFAULT_REGION": cfg["AWS_DEFAULT_REGION"]}})
+            "AWS_ACCESS_KEY_ID": cluster.s3["access_key"], "AWS_SECRET_ACCESS_KEY": cluster.s3["secret_key"],
+            "AWS_DEFAULT_REGION": "us-east-1"}})
         core.create_namespaced_service(ns, {"metadata": {"name": "triton"}, "spec": {
             "selector": {"app": "triton"}, "ports": [{"name": "http", "port": 8000, "targetPort": "http"},
                                                      {"name": "grpc", "port": 8001, "targetPort": "grpc"}]}})

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 from kubernetes import client
-from nodekit import PY_IMAGE, api_client, namespace, pod, pod_log, wait_phase
+from nodekit import PY_IMAGE, namespace, pod, pod_log, wait_phase
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -23,7 +23,7 @@ SERVER = ("import http.server, os\n"
 
 @pytest.fixture(scope="module")
 def apis(cluster):
-    c = api_client(cluster.kubeconfig)
+    c = cluster.api
     return client.CoreV1Api(c), client.AppsV1Api(c)
 
 

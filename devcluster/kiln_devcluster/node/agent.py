@@ -164,6 +164,10 @@ class ProcessNode:
             self.workers.pop(uid, None)
             self.finished.add(uid)
 
+    def mount_targets_in_use(self, except_uid: str) -> set[str]:
+        with self.lock:
+            return {t for uid, w in self.workers.items() if uid != except_uid for t in w.mount_targets}
+
     def base_env(self, namespace: str) -> dict[str, str]:
         env = service_link_env(self.services.snapshot(), namespace)
         # In-cluster clients need these even before the Service list has synced.

@@ -64,21 +64,26 @@ def _service_names(svc: ServiceAddr, pod_namespace: str) -> list[str]:
 
 
 def _pod_names(pod: PodAddr, pod_namespace: str) -> list[str]:
+    # Every pod gets its DNS pod record <a-b-c-d>.<ns>.pod.cluster.local, which also makes reverse
+    # lookups of pod IPs work (gloo/c10d ask for the peer's name).
+    record = f"{pod.ip.replace('.', '-')}.{pod.namespace}.pod.{CLUSTER_DOMAIN}"
     if not pod.subdomain:
-        return []
+        return [record]
     base = f"{pod.hostname}.{pod.subdomain}.{pod.namespace}"
     names = [base, f"{base}.svc", f"{base}.svc.{CLUSTER_DOMAIN}"]
     if pod.namespace == pod_namespace:
         names.insert(0, f"{pod.hostname}.{pod.subdomain}")
-    return names
+    return names + [record]
 
 
 def render_hosts(own: PodAddr, pods: Iterable[PodAddr], services: Iterable[ServiceAddr]) -> str:
     """The hosts file of pod ``own``; deterministic, so unchanged inputs give identical bytes."""
-    own_line = _pod_names(own, own.namespace) + [own.hostname]
+    own_names = _pod_names(own, own.namespace)
+    # The pod's own hostname comes first after the FQDN, so `hostname -f` and gethostbyaddr agree.
+    own_line = own_names[:-1][-1:] + [own.hostname] + own_names[:-1][:-1] + own_names[-1:]
     lines: list[tuple[str, list[str]]] = []
     for pod in pods:
-        if (pod.name, pod.namespace) != (own.name, own.namespace) and pod.subdomain:
+        if (pod.name, pod.namespace) != (own.name, own.namespace):
             lines.append((pod.ip, _pod_names(pod, own.namespace)))
     for svc in services:
         lines.extend((ip, _service_names(svc, own.namespace)) for ip in svc.ips)

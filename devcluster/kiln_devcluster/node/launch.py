@@ -74,6 +74,34 @@ def render_script(mounts: Sequence[Mount], hostname: str, workdir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def missing_root(target: str) -> Path | None:
+    """The top-most ancestor of ``target`` (or itself) that does not exist on the host yet.
+
+    There is no container root filesystem, so a mount point has to be created on the host; the node
+    remembers what it created and removes it (when empty) once the pod is gone.
+    """
+    path, root = Path(target), None
+    while not path.exists():
+        root, path = path, path.parent
+    return root
+
+
+def remove_created(target: str, root: Path) -> None:
+    """Remove ``target`` and its parents up to ``root`` where they are empty (best effort)."""
+    path = Path(target)
+    while True:
+        try:
+            if path.is_file() and path.stat().st_size == 0:
+                path.unlink()
+            else:
+                path.rmdir()
+        except OSError:
+            return  # not empty, still mounted somewhere, or already gone
+        if path == root or path == path.parent:
+            return
+        path = path.parent
+
+
 def namespace_prefix(netns_path: str | None) -> list[str]:
     """argv prefix entering the pod's netns (none for hostNetwork pods) and new mount+UTS namespaces."""
     enter = ["/usr/bin/nsenter", f"--net={netns_path}", "--"] if netns_path else []

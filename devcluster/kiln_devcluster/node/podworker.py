@@ -40,6 +40,7 @@ class NodeServices(Protocol):
     def base_env(self, namespace: str) -> dict[str, str]: ...
     def hosts_changed(self, uid: str, addr: PodAddr | None, hosts_file: Path | None) -> None: ...
     def worker_done(self, uid: str) -> None: ...
+    def mount_targets_in_use(self, except_uid: str) -> set[str]: ...
 
 
 class PodWorker:
@@ -73,6 +74,8 @@ class PodWorker:
         self.wake = threading.Event()
         self._mount_error = ""
         self.volumes_ready = False
+        self.created_paths: list[tuple[str, Path]] = []
+        self.mount_targets: set[str] = set()
         self.thread = threading.Thread(target=self._run, name=f"pod-{self.namespace}-{self.name}", daemon=True)
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -184,6 +187,11 @@ class PodWorker:
         argv = build_argv(rule, [expand(a, env) for a in spec.get("command") or []],
                           [expand(a, env) for a in spec.get("args") or []], self.cfg.state_dir)
         mounts = launch.plan_mounts(spec, self.volume_paths, self.hosts_file)
+        for m in mounts:
+            self.mount_targets.add(m.target)
+            root = launch.missing_root(m.target)
+            if root is not None:
+                self.created_paths.append((m.target, root))
         script = self.dir / "containers" / f"{spec['name']}.sh"
         script.parent.mkdir(parents=True, exist_ok=True)
         hostname = PodAddr.from_pod(self.pod, self.ip).hostname
@@ -251,6 +259,11 @@ class PodWorker:
         if delete_object:
             self._report()
         self.node.hosts_changed(self.uid, None, None)
+        # rmdir of a host folder would detach the mounts other pods hold on it, so skip shared ones.
+        in_use = self.node.mount_targets_in_use(self.uid)
+        for target, root in sorted(self.created_paths, key=lambda tr: -tr[0].count("/")):
+            if not any(t == str(root) or t.startswith(f"{root}/") for t in in_use):
+                launch.remove_created(target, root)
         if self.netns_path:
             netns.delete_sandbox(self.uid)
         if self.ip and self.netns_path:

@@ -30,6 +30,8 @@ def test_own_service_and_subdomain_names():
     assert "minio" not in m and m["minio.kiln-system.svc"] == "10.96.0.30"
     assert m["idx-0.idx-svc"] == "10.88.0.4" and m["idx-0.idx-svc.train.svc.cluster.local"] == "10.88.0.4"
     assert "x-0.xs" not in m and m["x-0.xs.other.svc"] == "10.88.0.5"
+    assert m["10-88-0-5.other.pod.cluster.local"] == "10.88.0.5"
+    assert m["10-88-0-3.train.pod.cluster.local"] == "10.88.0.3"
 
 
 def test_render_is_deterministic():

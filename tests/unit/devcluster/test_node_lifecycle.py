@@ -8,7 +8,7 @@ from kiln_devcluster.node.config import NodeConfig
 from kiln_devcluster.node.envresolve import ConfigError
 from kiln_devcluster.node.images import DEFAULT_IMAGES_FILE, ImageMap, UnknownImage, build_argv, normalize
 from kiln_devcluster.node.kubeletapi import tail
-from kiln_devcluster.node.launch import plan_mounts, render_script
+from kiln_devcluster.node.launch import missing_root, plan_mounts, remove_created, render_script
 from kiln_devcluster.node.netns import AddressPoolExhausted, IPAllocator, veth_name
 from kiln_devcluster.node.podstatus import ContainerRecord, compute_phase, condition_values
 from kiln_devcluster.node.probes import ProbeCounter
@@ -173,3 +173,14 @@ def test_node_config_validates():
         NodeConfig(node_ip="192.168.0.1")
     with pytest.raises(ValueError, match="gpus"):
         NodeConfig(gpus=-1)
+
+
+def test_created_mount_points_are_removed_when_empty(tmp_path):
+    target = tmp_path / "a" / "b" / "c"
+    root = missing_root(str(target))
+    assert root == tmp_path / "a"
+    target.mkdir(parents=True)
+    (tmp_path / "a" / "keep").mkdir()
+    remove_created(str(target), root)
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "keep").exists()
+    assert missing_root(str(tmp_path)) is None
