@@ -126,7 +126,7 @@ main() {
   esac
   command -v go >/dev/null || { log "go is not on PATH (need go >= 1.26)"; exit 1; }
   local components=("$@")
-  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd helm training-operator)
+  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm)
   local c total_start=$SECONDS
   for c in "${components[@]}"; do
     case "$c" in

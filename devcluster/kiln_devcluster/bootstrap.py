@@ -6,7 +6,8 @@
   to the S3 server on the bridge address, so pods use
   ``http://minio.kiln-system.svc:9000`` (the EndpointSlice mirroring controller
   turns the Endpoints into an EndpointSlice);
-- the training-operator's PyTorchJob CRD from its module source.
+- the training-operator's PyTorchJob CRD from its module source, and its
+  webhook wiring (see trainingop.py).
 
 Applied with server-side apply: idempotent, and the CRD is too large for the
 client-side last-applied annotation.
@@ -15,16 +16,15 @@ client-side last-applied annotation.
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kiln_devcluster.components import API_PORT, NODE_IP, S3_PORT, Ctx
+from kiln_devcluster import trainingop
+from kiln_devcluster.apiclient import get_json
+from kiln_devcluster.components import NODE_IP, S3_PORT, Ctx
 
 S3_SERVICE = "minio"
 S3_NAMESPACE = "kiln-system"
@@ -60,26 +60,14 @@ def kubectl(ctx: Ctx, *args: str, stdin: str | None = None) -> str:
 
 
 def apply_base(ctx: Ctx, crds: Path | None) -> None:
-    """Apply the namespaces, the S3 Service/Endpoints and (when built) the PyTorchJob CRD."""
+    """Apply the namespaces, the S3 Service/Endpoints and (when built) the training-operator's CRD and webhook."""
     docs = "\n---\n".join(json.dumps(m) for m in _manifests())
     kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", "-", stdin=docs)
     if crds is not None:
+        docs = "\n---\n".join(json.dumps(m) for m in trainingop.manifests())
+        kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", "-", stdin=docs)
         kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", str(crds))
         kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/pytorchjobs.kubeflow.org")
-
-
-def get_json(ctx: Ctx, path: str) -> dict[str, Any] | None:
-    """GET an API path as admin; None on 404."""
-    tls = ssl.create_default_context(cafile=str(ctx.pki.ca_crt))
-    tls.load_cert_chain(str(ctx.pki.crt("admin")), str(ctx.pki.key("admin")))
-    try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{API_PORT}{path}", timeout=5, context=tls) as resp:
-            doc: dict[str, Any] = json.load(resp)
-            return doc
-    except urllib.error.HTTPError as err:
-        if err.code == 404:
-            return None
-        raise
 
 
 def node_ready(ctx: Ctx, name: str) -> bool:

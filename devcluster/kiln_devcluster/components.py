@@ -26,6 +26,7 @@ S3_ACCESS_KEY = "kiln-admin"
 S3_SECRET_KEY = "kiln-admin-secret-key"
 NODE_NAME = "kiln-node-0"
 TRAINING_OPERATOR_PROBE = "127.0.0.1:18081"
+TRAINING_OPERATOR_WEBHOOK_PORT = 19443
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Component:
     """Extra environment variables."""
     optional: Callable[[Ctx], str | None] = lambda ctx: None
     """Returns a reason to skip this component (e.g. not built), or None to start it."""
+    while_starting: Callable[[Ctx], None] = lambda ctx: None
+    """Called on each poll while waiting for health (to do what a kubelet would, e.g. mount certs)."""
 
 
 def _get_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
@@ -110,6 +113,8 @@ def _apiserver(c: Ctx) -> list[str]:
         f"--kubelet-client-certificate={p.crt('apiserver-kubelet-client')}",
         f"--kubelet-client-key={p.key('apiserver-kubelet-client')}",
         "--kubelet-preferred-address-types=InternalIP",
+        # Webhook Services resolve to their endpoints: there is no kube-proxy for cluster IPs.
+        "--enable-aggregator-routing=true",
         "--profiling=false", "--v=1",
     ]
 
@@ -147,7 +152,7 @@ def _training_operator(c: Ctx) -> list[str]:
     return [
         str(c.bin / "training-operator.v1"), f"--kubeconfig={c.pki.kubeconfig('training-operator')}",
         "--enable-scheme=pytorchjob", "--metrics-bind-address=127.0.0.1:18080",
-        f"--health-probe-bind-address={TRAINING_OPERATOR_PROBE}", "--webhook-server-port=19443",
+        f"--health-probe-bind-address={TRAINING_OPERATOR_PROBE}", f"--webhook-server-port={TRAINING_OPERATOR_WEBHOOK_PORT}",
         "--leader-elect=false",
     ]
 
@@ -171,6 +176,12 @@ def _binary_missing(name: str) -> Callable[[Ctx], str | None]:
     return check
 
 
+def _sync_webhook_certs(c: Ctx) -> None:
+    from kiln_devcluster.trainingop import sync_webhook_certs  # imports this module
+
+    sync_webhook_certs(c)
+
+
 def api_ready(c: Ctx) -> bool:
     return _get_ok(f"https://127.0.0.1:{API_PORT}/readyz", _client_tls(c.pki, "admin"))
 
@@ -188,9 +199,11 @@ COMPONENTS: tuple[Component, ...] = (
     Component("s3", _s3, lambda c: _get_ok(f"http://127.0.0.1:{S3_PORT}/"), 60),
     Component(
         "training-operator", _training_operator,
-        lambda c: _get_ok(f"http://{TRAINING_OPERATOR_PROBE}/healthz"), 90,
+        # readyz: certificates in place and webhook server listening (controllers start then).
+        lambda c: _get_ok(f"http://{TRAINING_OPERATOR_PROBE}/readyz"), 90,
         # Its webhook certificates are made by its own cert rotator into this namespace.
         env={"MY_POD_NAMESPACE": "kubeflow"}, optional=_binary_missing("training-operator.v1"),
+        while_starting=_sync_webhook_certs,
     ),
     # The node's health (Node object Ready) is checked by the control plane through the API.
     Component("node", _node, lambda c: True, 10, optional=_node_missing),

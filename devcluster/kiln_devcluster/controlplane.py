@@ -69,6 +69,7 @@ def _log_tail(paths: StatePaths, name: str, lines: int = 25) -> str:
 def _wait_healthy(ctx: Ctx, c: Component, proc: procs.Running) -> None:
     deadline = time.monotonic() + c.start_timeout_s
     while time.monotonic() < deadline:
+        c.while_starting(ctx)
         if c.healthy(ctx):
             return
         if not procs.alive(proc):

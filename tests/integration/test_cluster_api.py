@@ -11,7 +11,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from conftest import REPO, Cluster
+from clusterlib import REPO, Cluster
 from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 from waiting import wait_for
@@ -216,3 +216,17 @@ def test_training_operator_creates_pytorchjob_pods_and_gc_removes_them(cluster: 
         lambda: not core.list_namespaced_pod("default", label_selector=selector).items, 60,
         f"pods of {name} garbage-collected",
     )
+
+
+def test_training_operator_webhook_rejects_an_invalid_pytorchjob(cluster: Cluster) -> None:
+    """The API server calls the operator's validating webhook (Service -> endpoints on the bridge)."""
+    if not (cluster.bin / "training-operator.v1").exists():
+        pytest.skip("training-operator is not built")
+    job = _pytorchjob(f"pt-bad-{uuid.uuid4().hex[:6]}")
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"] = "not-pytorch"
+    custom = k8s_client.CustomObjectsApi(cluster.api)
+    with pytest.raises(ApiException) as caught:
+        custom.create_namespaced_custom_object("kubeflow.org", "v1", "default", "pytorchjobs", job)
+    assert caught.value.status == 403
+    assert "validator.pytorchjob.training-operator.kubeflow.org" in caught.value.body
+    assert "containers" in caught.value.body and "pytorch" in caught.value.body

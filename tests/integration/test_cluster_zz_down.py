@@ -6,7 +6,7 @@ import socket
 import subprocess
 
 import pytest
-from conftest import Cluster, devcluster
+from clusterlib import Cluster, devcluster
 
 PORTS = {"etcd": 2379, "kube-apiserver": 6443, "s3": 9000}
 
