@@ -158,7 +158,7 @@ def down(paths: StatePaths, purge: bool = False) -> None:
             procs.stop(proc, grace_s=30.0 if c.name == "node" else 10.0)
             say(f"stopped {c.name} (pid {proc.pid})")
         pidfile.unlink(missing_ok=True)
-    strays = list(procs.marked(paths.root))
+    strays = list(procs.marked(paths.root, bin_dir()))
     for proc in strays:
         say(f"stopping stray pid {proc.pid}")
         procs.stop(proc, grace_s=5.0)

@@ -2,7 +2,8 @@
 
 Every process `up` starts gets the environment marker ``KILN_CLUSTER=<state
 dir>``. `down` stops processes by pid file first and then by scanning /proc for
-that marker, so strays (a component whose pid file was lost, or pod processes
+that marker and for processes running one of the built binaries, so strays (a
+component whose pid file was lost or that was started by hand, pod processes
 the node left behind, which inherit the marker) are found too.
 """
 
@@ -101,18 +102,23 @@ def rss_mib(proc: Running) -> float:
     return 0.0
 
 
-def marked(cluster: Path) -> Iterator[Running]:
-    """Processes carrying this cluster's marker, except this process and its ancestors."""
+def marked(cluster: Path, bin_dir: Path | None = None) -> Iterator[Running]:
+    """This cluster's processes: those carrying its marker, and (when ``bin_dir`` is
+    given) any process running a binary from there, e.g. one started by hand.
+    This process and its ancestors are never included."""
     needle = f"{MARKER}={cluster}".encode()
+    bins = {str(p.resolve()) for p in bin_dir.iterdir()} if bin_dir and bin_dir.is_dir() else set()
     spared = _ancestors()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in spared:
             continue
         try:
-            environ = (entry / "environ").read_bytes()
+            ours = needle in (entry / "environ").read_bytes().split(b"\0")
+            if not ours and bins:
+                ours = os.readlink(entry / "exe").removesuffix(" (deleted)") in bins
         except OSError:
             continue
-        if needle in environ.split(b"\0"):
+        if ours:
             ticks = _start_ticks(int(entry.name))
             if ticks is not None:
                 yield Running(int(entry.name), ticks)
