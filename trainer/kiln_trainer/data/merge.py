@@ -116,7 +116,7 @@ def merge_parts(parts: list[Path], spec: DataSpec, workers: int, work: Path, rep
                 yield d["t"]
 
         bar = tqdm(total=len(kept_list), desc="encode+pack", unit="doc", disable=None)
-        for i, toks in enumerate(encode_all(texts(), work / "tokenizer.model", workers)):
+        for i, toks in enumerate(encode_all(texts(), work / "tokenizer.model", workers, dtype)):
             key, copies, domain = meta[i]
             split = "val" if key in val_keys else "train"
             spools[split].write(toks, copies)

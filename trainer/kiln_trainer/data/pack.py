@@ -40,21 +40,30 @@ class WordCachedEncoder:
         self.cache: dict[str, list[int]] = {"": space}
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        split = [t.split(" ") if t else [] for t in texts]
+        # Text with few spaces (Chinese, Japanese) has no reusable words: SentencePiece directly.
+        direct = [i for i, t in enumerate(texts) if t.count(" ") * 12 < len(t)]
+        out: list[list[int]] = [[] for _ in texts]
+        if direct:
+            for i, ids in zip(direct, self.sp.encode([texts[i] for i in direct], out_type=int, num_threads=1),
+                              strict=True):
+                out[i] = ids
+        chosen = set(direct)
+        rest = [i for i in range(len(texts)) if i not in chosen and texts[i]]
+        split = [texts[i].split(" ") for i in rest]
         cache = self.cache
         if len(cache) > self.MAX_ENTRIES:
+            space = cache[""]
             cache.clear()
-            cache[""] = self.encode_batch([" a"])[0][: -len(self.sp.encode("a"))]
+            cache[""] = space
         misses = list(dict.fromkeys(w for words in split for w in words if w not in cache))
         if misses:
             for w, ids in zip(misses, self.sp.encode(misses, out_type=int, num_threads=1), strict=True):
                 cache[w] = ids
-        out = []
-        for words in split:
-            ids: list[int] = []
+        for i, words in zip(rest, split, strict=True):
+            acc: list[int] = []
             for w in words:
-                ids += cache[w]
-            out.append(ids)
+                acc += cache[w]
+            out[i] = acc
         for w in misses:
             if len(w) > self.MAX_WORD:
                 del cache[w]
@@ -64,24 +73,26 @@ class WordCachedEncoder:
 _ENC: WordCachedEncoder | None = None
 
 
-def _init_worker(model_path: str) -> None:
-    global _ENC
+def _init_worker(model_path: str, dtype: str) -> None:
+    global _ENC, _DTYPE
     _ENC = WordCachedEncoder(model_path)
+    _DTYPE = np.dtype(dtype).newbyteorder("<")
+
+
+_DTYPE = np.dtype("<u4")
 
 
 def _encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """All documents of a chunk as one int array (EOS after each) plus their lengths."""
+    """All documents of a chunk as one array of the shard dtype (EOS after each) plus their lengths.
+    Converted here, in the worker, so the parent only writes bytes (and half as many cross the pipe)."""
     assert _ENC is not None  # set by _init_worker
     ids = _ENC.encode_batch(texts)
-    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.empty(int(lengths.sum()), dtype=np.uint32)
-    pos = 0
+    joined: list[int] = []
     for x in ids:
-        flat[pos:pos + len(x)] = x
-        pos += len(x)
-        flat[pos] = EOS_ID
-        pos += 1
-    return flat, lengths
+        joined += x
+        joined.append(EOS_ID)
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    return np.array(joined, dtype=_DTYPE), lengths
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -95,15 +106,17 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def encode_all(texts: Iterable[str], model_path: Path, workers: int, chunk: int = 64) -> Iterator[np.ndarray]:
-    """Token arrays (EOS appended), one per input text, in input order."""
+def encode_all(texts: Iterable[str], model_path: Path, workers: int, dtype: str = "uint32",
+               chunk: int = 128) -> Iterator[np.ndarray]:
+    """Token arrays of `dtype` (EOS appended), one per input text, in input order."""
     chunks = _chunks(texts, chunk)
     if workers <= 1:
-        _init_worker(str(model_path))
+        _init_worker(str(model_path), dtype)
         results: Iterable[tuple[np.ndarray, np.ndarray]] = map(_encode_chunk, chunks)
         pool = None
     else:
-        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(str(model_path),))
+        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker,
+                                            initargs=(str(model_path), dtype))
         results = pool.imap(_encode_chunk, chunks, chunksize=1)
     try:
         for flat, lengths in results:
