@@ -17,6 +17,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+PIPELINE_VERSION = 1
+"""Bump when the prepare code changes its output for the same spec: it is part of `spec_hash`, so
+datasets prepared by older code are not reused by mistake."""
+
 FORMATS = ("txt", "jsonl", "parquet")
 TXT_SPLITS = ("file", "paragraph", "line")
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
@@ -252,8 +256,9 @@ class DataSpec:
         _check_int("data.sample_seed", self.sample_seed, low=0)
 
     def canonical_json(self) -> str:
-        """Sorted-key JSON of every field: the input of `spec_hash`."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        """Sorted-key JSON of every field plus the pipeline version: the input of `spec_hash`."""
+        doc = {**asdict(self), "pipeline_version": PIPELINE_VERSION}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
     def spec_hash(self) -> str:
         """A stable 16-hex-digit hash of the spec."""

@@ -49,5 +49,13 @@ def test_spec_hash_is_stable_and_sensitive() -> None:
     assert len(a.spec_hash()) == 16
     assert a.spec_hash() != spec(tokenizer={"vocab_size": 1001}).spec_hash()
     assert a.spec_hash() != spec(tokenizer={"vocab_size": 1000}, sample_seed=8).spec_hash()
-    # a fixed value: the hash must not drift between releases without a format change
-    assert spec().spec_hash() == spec().spec_hash()
+    # a golden value: the hash must not drift (and orphan every prepared dataset) by accident
+    assert spec().spec_hash() == "b427ff8096d8cba5"
+
+
+def test_pipeline_version_is_part_of_the_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kiln_api.data_config as dc
+
+    before = spec().spec_hash()
+    monkeypatch.setattr(dc, "PIPELINE_VERSION", dc.PIPELINE_VERSION + 1)
+    assert spec().spec_hash() != before
