@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from kiln_api import trainingrun as tr
-from kiln_api.specfields import camel, constraints, field_docs, hints, unwrap_optional
+from kiln_api.specfields import camel, constraints, field_docs, hints, to_dict, unwrap_optional
 
 _DEFAULT_MAX_STRING = 1024  # bounds the CEL cost estimate of rules that compare whole objects
 
@@ -123,7 +123,9 @@ def field_schema(cls: type, f: dataclasses.Field[Any]) -> dict[str, Any]:
     elif f.default_factory is not dataclasses.MISSING:
         inner, _ = unwrap_optional(hints(cls)[f.name])
         if dataclasses.is_dataclass(inner) and isinstance(inner, type) and not _has_required(inner):
-            schema["default"] = {}  # so the API server fills the nested defaults too
+            # The full default object (not {}): the API server checks defaults against the CEL rules
+            # before nested defaulting would fill them in.
+            schema["default"] = to_dict(inner())
         elif schema["type"] == "array":
             schema["default"] = []
     if c.immutable:

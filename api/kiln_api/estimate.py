@@ -173,9 +173,17 @@ class Estimate:
     suggestion: str
     """When it does not fit: the first change that makes it fit, or advice to add devices."""
 
+    cpu: bool = False
+    """CPU training: "host" and "device" are the same memory, so offloaded bytes still count."""
+
+    @property
+    def needed(self) -> int:
+        """Bytes that must fit in one device's memory."""
+        return self.memory.total + (self.memory.host_offload if self.cpu else 0)
+
     @property
     def fits(self) -> bool:
-        return self.memory.total <= self.device_memory
+        return self.needed <= self.device_memory
 
 
 def _tokens(m: Shape, t: TrainingSpec) -> int:
@@ -204,9 +212,14 @@ def _alternatives(t: TrainingSpec) -> list[tuple[str, TrainingSpec]]:
     return out
 
 
+def _needed(m: Shape, t: TrainingSpec) -> int:
+    mem = memory_per_device(m, t)
+    return mem.total + (mem.host_offload if t.gpus_per_node == 0 else 0)
+
+
 def suggest(m: Shape, t: TrainingSpec, available: int) -> str:
     for text, variant in _alternatives(t):
-        if memory_per_device(m, variant).total <= available:
+        if _needed(m, variant) <= available:
             return f"set training.{text}"
     return "no single-setting change fits; add nodes or GPUs per node (ZeRO-3 divides model state by devices)"
 
@@ -224,20 +237,20 @@ def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU) -> Estimate:
     hours = flops / (t.devices() * acc.peak_flops * mfu) / 3600.0
     price = spec.budget.price_per_gpu_hour if spec.budget.price_per_gpu_hour is not None else acc.price_per_hour
     device_hours = hours * t.devices()
-    fits = mem.total <= available
+    fits = _needed(m, t) <= available
     return Estimate(
         params=psi, memory=mem, device_memory=available, tokens=tokens, flops=flops, hours=hours,
         device_hours=device_hours, cost=device_hours * price,
-        suggestion="" if fits else suggest(m, t, available),
+        suggestion="" if fits else suggest(m, t, available), cpu=t.gpus_per_node == 0,
     )
 
 
 def explain(e: Estimate) -> str:
     """The one-line reason used in the PreflightFailed condition and by `kiln estimate`."""
     if e.fits:
-        return (f"fits: {e.memory.total / GiB:.1f} GiB of {e.device_memory / GiB:.1f} GiB per device; "
+        return (f"fits: {e.needed / GiB:.1f} GiB of {e.device_memory / GiB:.1f} GiB per device; "
                 f"{e.flops:.3g} FLOPs, ~{e.hours:.2f} h, ~${e.cost:.2f}")
-    return (f"does not fit: needs {e.memory.total / GiB:.1f} GiB per device "
+    return (f"does not fit: needs {e.needed / GiB:.1f} GiB per device "
             f"(params {e.memory.params / GiB:.1f}, grads {e.memory.grads / GiB:.1f}, "
             f"optimizer {e.memory.optimizer / GiB:.1f}, activations {e.memory.activations / GiB:.1f}) "
             f"but a device has {e.device_memory / GiB:.1f} GiB; {e.suggestion}")
@@ -253,7 +266,7 @@ def table(e: Estimate) -> list[tuple[str, str]]:
         ("optimizer / device", f"{e.memory.optimizer / gib:.2f} GiB"),
         ("activations / device", f"{e.memory.activations / gib:.2f} GiB"),
         ("offloaded to host", f"{e.memory.host_offload / gib:.2f} GiB"),
-        ("total / device", f"{e.memory.total / gib:.2f} GiB of {e.device_memory / gib:.2f} GiB"),
+        ("total / device", f"{e.needed / gib:.2f} GiB of {e.device_memory / gib:.2f} GiB"),
         ("fits", "yes" if e.fits else f"no: {e.suggestion}"),
         ("tokens", f"{e.tokens:,}"),
         ("FLOPs (6N·tokens)", f"{e.flops:.3g}"),

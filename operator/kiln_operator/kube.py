@@ -37,6 +37,10 @@ KINDS: dict[tuple[str, str], Kind] = {
 }
 
 
+# Deserialize every success answer as plain JSON (dicts), never into model classes.
+_OBJECT = {200: "object", 201: "object", 202: "object"}
+
+
 class AdoptionConflict(RuntimeError):
     """An object with the child's fixed name exists but belongs to someone else."""
 
@@ -52,7 +56,7 @@ class Kube:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         return self.api.call_api(
             path, method, query_params=query or [], header_params=headers, body=body,
-            response_type="object", auth_settings=["BearerToken"], _return_http_data_only=True,
+            response_types_map=_OBJECT, auth_settings=["BearerToken"], _return_http_data_only=True,
         )
 
     @staticmethod

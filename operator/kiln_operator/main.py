@@ -15,12 +15,26 @@ from kiln_operator import handlers
 from kiln_operator.kube import Kube
 
 
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
 def _api_client() -> client.ApiClient:
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+    """The client the handlers use: the pod's ServiceAccount in a cluster, else $KUBECONFIG (read now,
+    not at import time as the kubernetes package's default does)."""
+    if _in_cluster():
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg)
+    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own connection, from the same source as _api_client."""
+    if _in_cluster():
+        return kopf.login_with_service_account(settings=settings, **kwargs)
+    return kopf.login_with_kubeconfig(settings=settings, **kwargs)
 
 
 @kopf.on.startup()

@@ -1,0 +1,65 @@
+"""The operator (in-process, kopf's runner) against the embedded cluster: preflight, children, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from nodekit import namespace
+from operatorkit import children, condition, create_run, events, get_run, operator, phase, s3_secret, tiny_run
+from test_operator_admission import install_crd
+from waiting import wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def ns(cluster: Any) -> Iterator[str]:
+    install_crd(cluster)
+    with namespace(client.CoreV1Api(cluster.api), "op") as name:
+        s3_secret(cluster, name)
+        yield name
+
+
+def test_run_that_cannot_fit_fails_preflight(cluster: Any, ns: str, s3_bucket: str) -> None:
+    body = tiny_run(cluster, s3_bucket, name="huge")
+    body["spec"]["model"] = {"preset": "gpt_7b"}
+    with operator(cluster, ns):
+        create_run(cluster, ns, body)
+        wait_for(lambda: phase(cluster, ns, "huge") == "Failed", 60, "huge run Failed")
+    run = get_run(cluster, ns, "huge")
+    ready = condition(run, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "PreflightFailed"
+    # 7B parameters on 2 CPU pods of 2 GiB: no setting rescues it, the message says what would.
+    assert "does not fit" in ready["message"] and "add nodes" in ready["message"]
+    assert condition(run, "Stalled")["status"] == "True"
+    assert run["status"]["observedGeneration"] == run["metadata"]["generation"]
+    assert children(cluster, ns, "huge") == {}, "a failed preflight creates nothing"
+    assert any(e.startswith("PreflightFailed") for e in events(cluster, ns, "huge"))
+
+
+def test_children_survive_operator_restart_without_duplicates(cluster: Any, ns: str, s3_bucket: str) -> None:
+    create_run(cluster, ns, tiny_run(cluster, s3_bucket))
+    expected = {("ConfigMap", "tiny-config"), ("ServiceAccount", "tiny-trainer"), ("Role", "tiny-trainer"),
+                ("RoleBinding", "tiny-trainer"), ("Job", "tiny-prepare")}
+    def all_there() -> dict[tuple[str, str], str] | None:
+        got = children(cluster, ns, "tiny")
+        return got if expected <= set(got) else None
+
+    with operator(cluster, ns):
+        first = wait_for(all_there, 60, "first children of tiny")
+    # A second operator process starts cold (nothing in memory) and must adopt, not duplicate.
+    with operator(cluster, ns):
+        wait_for(lambda: get_run(cluster, ns, "tiny")["status"].get("observedGeneration") is not None, 30,
+                 "second operator reconciled")
+        again = children(cluster, ns, "tiny")
+    for key in expected:
+        assert again[key] == first[key], f"{key} was recreated by the restarted operator"
+    run = get_run(cluster, ns, "tiny")
+    job = client.BatchV1Api(cluster.api).read_namespaced_job("tiny-prepare", ns)
+    (ref,) = job.metadata.owner_references
+    assert ref.uid == run["metadata"]["uid"] and ref.controller is True
+    assert run["status"]["phase"] in ("Preparing", "Training")
+    assert condition(run, "Prepared")["reason"] in ("InProgress", "Completed")
