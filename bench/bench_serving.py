@@ -1,0 +1,144 @@
+"""Serving throughput: the real tritonserver (CPU) vs in-process generation with the same model code.
+
+Baselines are measured in the same run:
+  * greedy tokens/s, one client: Triton over gRPC vs `serving.generate` in this process
+    (overhead = 1 - triton / in-process; goal <= 15%);
+  * 8 concurrent clients: aggregate tokens/s vs one Triton client (the batching speed-up);
+  * INT8 vs fp32: weight file size ratio (goal <= 0.3) and in-process tokens/s for both INT8 serving
+    modes (dequantize at load; torch dynamic INT8 matmul).
+
+Usage: .venv/bin/python bench/bench_serving.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from kiln_api.triton_client import GenerateRequest, _inputs
+from kiln_trainer.export.fixture import make_checkpoint_tree
+from kiln_trainer.export.main import main as export_main
+from kiln_trainer.serving.generate import SamplingParams, generate_batch
+from kiln_trainer.serving.generate import generate as local_generate
+from kiln_trainer.serving.loader import Served, load_version
+from kiln_trainer.serving.tritonserver import TritonProcess
+
+PROMPT = "the small cat sees the"
+
+
+def inproc_tps(s: Served, new: int, reps: int, batch: int = 1) -> float:
+    ids = s.encode(PROMPT)
+    params = SamplingParams(max_new_tokens=new)  # no stop token: every run makes exactly `new` tokens
+    local_generate(s.model, ids, params)  # warm-up
+    start, tokens = time.perf_counter(), 0
+    for _ in range(reps):
+        outs = generate_batch(s.model, [ids] * batch, [params] * batch)
+        tokens += sum(len(o) for o in outs)
+    return tokens / (time.perf_counter() - start)
+
+
+class StreamClient:
+    """One gRPC connection and stream reused for many requests, as a serving client would keep it
+    (the CLI's `triton_client.generate` opens a fresh channel per call, which would bill connection
+    setup to Triton here)."""
+
+    def __init__(self, url: str) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.client = grpcclient.InferenceServerClient(url)
+        self.results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: self.results.put((result, error)))
+
+    def generate(self, model: str, req: GenerateRequest) -> list[int]:
+        self.client.async_stream_infer(model, _inputs(req))
+        result, error = self.results.get(timeout=120)
+        if error is not None:
+            raise RuntimeError(str(error))
+        return [int(t) for t in result.as_numpy("TOKEN_IDS").reshape(-1)]
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
+def triton_tps(url: str, model: str, new: int, reps: int, clients: int) -> float:
+    req = GenerateRequest(PROMPT, max_new_tokens=new)
+    conns = [StreamClient(url) for _ in range(clients)]
+    conns[0].generate(model, req)  # warm-up
+
+    def one_client(i: int) -> int:
+        return sum(len(conns[i].generate(model, req)) for _ in range(reps))
+
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            tokens = sum(pool.map(one_client, range(clients)))
+        return tokens / (time.perf_counter() - start)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller model and fewer repetitions (~2-3 min)")
+    args = ap.parse_args()
+    d_model, layers, new, reps, rounds = (128, 2, 32, 2, 3) if args.quick else (256, 4, 64, 4, 5)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # One intra-op thread on both sides: equal footing, and on a small shared machine a spinning
+    # second OpenMP thread turns every outside load burst into a stall.
+    threads = int(os.environ.get("KILN_BENCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
+        root = Path(tmp)
+        print(f"[bench] model d_model={d_model} layers={layers}; {new} new tokens x {reps} reps", flush=True)
+        make_checkpoint_tree(root, run="bench", step=3,
+                             model={"d_model": d_model, "n_layers": layers, "n_heads": 4, "n_kv_heads": 4, "max_seq_len": 256})
+        cfg = root / "export.json"
+        cfg.write_text(json.dumps({"checkpoints_uri": f"file://{root}/runs/bench/checkpoints",
+                                   "model_repository": f"file://{root}/models", "model_name": "bench",
+                                   "int8": True, "max_ppl_increase": 10.0, "hf_export": False}))
+        assert export_main(str(cfg)) == 0
+        fp = load_version(root / "models/bench/1")
+        q_deq = load_version(root / "models/bench-int8/1")
+        q_dyn = load_version(root / "models/bench-int8/1", int8_mode="dynamic")
+        size_fp = (root / "models/bench/1/weights.safetensors").stat().st_size
+        size_q = (root / "models/bench-int8/1/weights.safetensors").stat().st_size
+        with TritonProcess(str(root / "models"), load_models=["bench"],
+                           env={"OMP_NUM_THREADS": str(threads)}) as triton:
+            # The machine is shared: alternate the measurements over several rounds and keep each
+            # one's best, so a burst of outside load does not land on one side of a ratio only.
+            cases = {
+                "inproc_1": lambda: inproc_tps(fp, new, reps),
+                "triton_1": lambda: triton_tps(triton.grpc_url, "bench", new, reps, clients=1),
+                "inproc_batch8": lambda: inproc_tps(fp, new, reps, batch=8),
+                "triton_8": lambda: triton_tps(triton.grpc_url, "bench", new, reps, clients=8),
+                "int8_dequant_1": lambda: inproc_tps(q_deq, new, reps),
+                "int8_dynamic_1": lambda: inproc_tps(q_dyn, new, reps),
+            }
+            r: dict[str, float] = {k: 0.0 for k in cases}
+            for i in range(rounds):
+                for name, fn in cases.items():
+                    r[name] = max(r[name], fn())
+                print(f"[bench] round {i + 1}/{rounds}: " + ", ".join(f"{k} {v:.0f}" for k, v in r.items()), flush=True)
+    print("\n== greedy tokens/s (CPU)")
+    for k, v in r.items():
+        print(f"  {k:16s} {v:9.1f}")
+    print(f"\nTriton single-client overhead vs in-process: {1 - r['triton_1'] / r['inproc_1']:+.1%} (goal <= 15%)")
+    print(f"Triton 8 clients vs 1 client: x{r['triton_8'] / r['triton_1']:.2f} "
+          f"(in-process batch of 8 vs 1: x{r['inproc_batch8'] / r['inproc_1']:.2f})")
+    print(f"INT8 weights / fp32 weights: {size_q / size_fp:.3f} (goal <= 0.3)")
+    print(f"INT8 tokens/s vs fp32 in-process: dequant x{r['int8_dequant_1'] / r['inproc_1']:.2f}, "
+          f"dynamic x{r['int8_dynamic_1'] / r['inproc_1']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
