@@ -223,3 +223,14 @@ def test_parquet_zstd_relative_paths_and_date_window(tmp_path: Path, small_corpu
     cfg.write_text(bad.replace("/out", "/out2"))
     with pytest.raises(DataSpecError, match=r"^data\.sources\[0\]\.text_field: .* has no column 'nope'"):
         prepare(str(cfg))
+
+
+def test_merge_rejects_parts_of_another_shard_count(write_config: Any, small_corpus: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, small_corpus, tmp_path / "out", workers=1)
+    for i in range(3):
+        assert prepare(str(cfg), shard_index=i, num_shards=3) == 0
+    assert prepare(str(cfg), shard_index=0, num_shards=2) == 0  # part-00000 now says 2 shards
+    with pytest.raises(DataSpecError, match="part-00000 was written by a run with 2 shards"):
+        prepare(str(cfg), merge=True, num_shards=3)
+    with pytest.raises(DataSpecError, match=r"^shard-index: must be in \[0, 2\)"):
+        prepare(str(cfg), shard_index=2, num_shards=2)

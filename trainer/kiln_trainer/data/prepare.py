@@ -81,6 +81,7 @@ def run_shard(cfg: PrepareConfig, store: Store, index: int, num_shards: int) -> 
     inputs = list_inputs(cfg.data.sources, cfg.base_dir)
     mine: list[InputFile] = [f for f in inputs if f.index % num_shards == index]
     _say(f"shard {index}/{num_shards}: {len(mine)} of {len(inputs)} files")
+    store.delete(f"{part_name(index)}/done.json")  # a restarted shard is unfinished until it ends again
     with tempfile.TemporaryDirectory(prefix="kiln-part-") as tmp:
         rep = build_part(mine, cfg.data, _workers(cfg), Path(tmp), index, num_shards)
         for name in PART_FILES:  # done.json last: a part without it is incomplete
@@ -101,6 +102,10 @@ def _fetch_parts(store: Store, num_shards: int | None, dest: Path) -> list[Path]
         local = dest / f"part-{i:05d}"
         for name in PART_FILES:
             store.get_file(f"{part_name(i)}/{name}", local / name)
+        written_for = json.loads((local / "done.json").read_text())["num_shards"]
+        if written_for != n:
+            raise DataSpecError(f"merge: {part_name(i)} was written by a run with {written_for} shards, "
+                                f"this merge expects {n}; rerun the shards")
         out.append(local)
     return out
 
