@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
 import pytest
-from clusterlib import REPO, Cluster
+from clusterlib import REPO, Cluster, devcluster
 from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 from waiting import wait_for
@@ -230,3 +231,13 @@ def test_training_operator_webhook_rejects_an_invalid_pytorchjob(cluster: Cluste
     assert caught.value.status == 403
     assert "validator.pytorchjob.training-operator.kubeflow.org" in caught.value.body
     assert "containers" in caught.value.body and "pytorch" in caught.value.body
+
+
+def test_second_up_is_a_quick_no_op(cluster: Cluster) -> None:
+    pids_before = sorted(p.read_text() for p in (cluster.state_dir / "run").glob("*.pid"))
+    start = time.monotonic()
+    out = devcluster("up")
+    took = time.monotonic() - start
+    assert "already up" in out.stdout
+    assert took < 10, f"a second `up` took {took:.1f}s"
+    assert sorted(p.read_text() for p in (cluster.state_dir / "run").glob("*.pid")) == pids_before
