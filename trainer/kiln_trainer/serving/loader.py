@@ -6,7 +6,6 @@ by tests/bench for in-process generation, so all of them run exactly the same we
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kiln_trainer.export.consolidate import sha256_file
 from kiln_trainer.export.quantize import dequantize_state_dict, dynamic_int8, is_quantized
 from kiln_trainer.serving.cached import servable
 
@@ -66,14 +66,6 @@ def build_model(model_config_text: str, state_dict: dict[str, torch.Tensor]) -> 
     return model.float().eval()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_version(folder: Path, *, verify: bool = True, int8_mode: str | None = None) -> Served:
     """Load `<repo>/<model>/<version>/`. `int8_mode` overrides the manifest's ('dequant' | 'dynamic')."""
     import sentencepiece as spm
@@ -85,7 +77,7 @@ def load_version(folder: Path, *, verify: bool = True, int8_mode: str | None = N
     manifest = json.loads((folder / MANIFEST).read_text())
     if verify:
         want = manifest.get("weights_sha256")
-        if want and _sha256(folder / WEIGHTS) != want:
+        if want and sha256_file(folder / WEIGHTS) != want:
             raise LoadError(f"{folder / WEIGHTS}: sha256 does not match manifest.json (corrupt copy)")
     model = build_model((folder / MODEL_CONFIG).read_text(), load_file(str(folder / WEIGHTS)))
     mode = int8_mode or (manifest.get("int8") or {}).get("serving_mode")
