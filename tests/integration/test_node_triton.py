@@ -31,7 +31,7 @@ def upload_model(s3, bucket: str) -> None:
 
 def triton_pod(repo: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "triton", "labels": {"app": "triton"}},
-            "spec": {"terminationGracePeriodSeconds": 5, "containers": [{
+            "spec": {"terminationGracePeriodSeconds": 5, "restartPolicy": "Never", "containers": [{
                 "name": "triton", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
                 "command": ["tritonserver", f"--model-repository={repo}", "--model-control-mode=none"],
                 "envFrom": [{"secretRef": {"name": "s3"}}],
@@ -55,15 +55,14 @@ def test_triton_serves_s3_model_over_http_and_grpc(cluster, s3_bucket):
                                                      {"name": "grpc", "port": 8001, "targetPort": "grpc"}]}})
         core.create_namespaced_pod(ns, triton_pod(repo))
 
-        def ready():
+        def ready_or_failed():
             p = read_pod(core, ns, "triton")
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+            return "Failed" if p["status"].get("phase") == "Failed" else ready
 
-        try:
-            wait_for(ready, 240, "tritonserver pod Ready")
-        except AssertionError:
-            print(pod_log(core, ns, "triton", container="triton", tail_lines=60))
-            raise
+        # restartPolicy Never: a server that cannot start fails the test at once, with its log.
+        state = wait_for(ready_or_failed, 240, "tritonserver pod Ready")
+        assert state is True, pod_log(core, ns, "triton", container="triton", tail_lines=40)
         ip = core.read_namespaced_service("triton", ns).spec.cluster_ip
         data = np.arange(5, dtype=np.float32)
 

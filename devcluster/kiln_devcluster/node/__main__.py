@@ -32,6 +32,8 @@ def parse_args(argv: list[str]) -> NodeConfig:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The informers log their own reconnects; urllib3 would add three lines per refused connection.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     return NodeConfig(name=a.name, kubeconfig=a.kubeconfig, node_ip=a.node_ip, bridge=a.bridge,
                       pod_cidr=a.pod_cidr, cpu=a.cpu, memory=a.memory, gpus=a.gpus, kubelet_port=a.kubelet_port,
                       state_dir=state.root / "node", pki_dir=state.pki, images_file=Path(a.images),
