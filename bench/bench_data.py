@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import sysconfig
@@ -243,7 +244,7 @@ def bench_filters(docs: list[str]) -> dict[str, float]:
 
     gq.load_word_tokenizer = gr.load_word_tokenizer = lambda language: _Split()
     quality, repetition = gq.GopherQualityFilter(), gr.GopherRepetitionFilter()
-    zh = [" " not in d[:200] for d in docs]
+    zh = [len(re.findall(r"[\u4e00-\u9fff]", d)) > 0.3 * len(d) for d in docs]
 
     def kiln() -> list[bool]:
         clean, rules = CleanSpec(), FilterSpec()

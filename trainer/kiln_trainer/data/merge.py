@@ -62,6 +62,15 @@ def _kept_docs(parts: list[Path], kept: set[tuple[int, int]]) -> Iterator[dict[s
             yield doc
 
 
+MAX_LINE = 4000  # characters; SentencePiece skips longer training lines (max_sentence_length is bytes)
+
+
+def _pieces(line: str) -> Iterator[str]:
+    """A training line, cut into pieces SentencePiece will not skip (Chinese paragraphs can be long)."""
+    for start in range(0, len(line), MAX_LINE):
+        yield line[start:start + MAX_LINE]
+
+
 def _sample_lines(docs: Iterator[dict[str, Any]], total_lines: int, spec: DataSpec, out: Path) -> int:
     """Write a seeded sample of at most ~input_sentence_size lines for tokenizer training."""
     p = min(1.0, spec.tokenizer.input_sentence_size / max(1, total_lines))
@@ -71,8 +80,9 @@ def _sample_lines(docs: Iterator[dict[str, Any]], total_lines: int, spec: DataSp
         for d in docs:
             for i, line in enumerate(ln for ln in d["t"].split("\n") if ln.strip()):
                 if p >= 1.0 or xxhash.xxh64_intdigest(f"{seed}:{d['k'][0]}:{d['k'][1]}:{i}".encode()) / 2**64 < p:
-                    f.write(line + "\n")
-                    n += 1
+                    for piece in _pieces(line):
+                        f.write(piece + "\n")
+                        n += 1
     return n
 
 

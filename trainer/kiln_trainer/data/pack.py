@@ -55,7 +55,8 @@ class WordCachedEncoder:
             space = cache[""]
             cache.clear()
             cache[""] = space
-        misses = list(dict.fromkeys(w for words in split for w in words if w not in cache))
+        # (measured: a set comprehension for the misses and += beat set.union and itertools.chain here)
+        misses = sorted({w for words in split for w in words if w not in cache})
         if misses:
             for w, ids in zip(misses, self.sp.encode(misses, out_type=int, num_threads=1), strict=True):
                 cache[w] = ids
