@@ -44,6 +44,16 @@ def test_pod_succeeds_and_logs_come_back_through_the_api(core, ns):
     assert pod_log(core, ns, "hello", container="main", tail_lines=1) == "line2\n"
 
 
+def test_follow_streams_logs_until_the_container_exits(core, ns):
+    script = "import time\nfor i in range(6):\n    print('tick', i, flush=True); time.sleep(0.5)\n"
+    core.create_namespaced_pod(ns, pod("ticker", ["python", "-c", script]))
+    wait_phase(core, ns, "ticker", ("Running", "Succeeded"), 60)
+    resp = core.read_namespaced_pod_log("ticker", ns, follow=True, _preload_content=False, _request_timeout=30)
+    # The stream ends by itself when the process exits (else the 30 s read timeout fails the test).
+    text = b"".join(resp.stream(1024)).decode()
+    assert text == "".join(f"tick {i}\n" for i in range(6))
+
+
 def test_failing_command_gives_failed_phase_and_exit_code(core, ns):
     core.create_namespaced_pod(ns, pod("fails", ["sh", "-c", "echo bye; exit 3"], image="busybox:1.36"))
     p = wait_phase(core, ns, "fails", ("Succeeded", "Failed"), 120)

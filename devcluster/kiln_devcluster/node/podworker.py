@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -76,6 +77,7 @@ class PodWorker:
         self.volumes_ready = False
         self.created_paths: list[tuple[str, Path]] = []
         self.mount_targets: set[str] = set()
+        self.sandbox_released = False
         self.thread = threading.Thread(target=self._run, name=f"pod-{self.namespace}-{self.name}", daemon=True)
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -110,6 +112,8 @@ class PodWorker:
                         self.volumes.refresh_tokens()
                     self._sync_containers()
                 self._report()
+                if self.netns_path and self.last_status and self.last_status["phase"] in ("Succeeded", "Failed"):
+                    self._release_sandbox()  # like the kubelet: a finished pod keeps its status, not its netns
                 self.wake.wait(TICK)
                 self.wake.clear()
             self._terminate(delete_object=False)  # node shutdown
@@ -241,34 +245,38 @@ class PodWorker:
         except Exception as exc:  # API server briefly away: the next tick retries
             log.warning("status of %s/%s not written: %r", self.namespace, self.name, exc)
         addr = PodAddr.from_pod(self.pod, self.ip) if self.ip and status["phase"] == "Running" else None
-        if self.ip:
+        if self.ip and not self.sandbox_released:
             self.node.hosts_changed(self.uid, addr, self.hosts_file)
 
     def _event(self, reason: str, message: str, kind: str) -> None:
         self.node.kube.event(self.pod, reason, message, kind, host=self.cfg.name)
 
     # -- teardown ---------------------------------------------------------------------------------
-    def _terminate(self, delete_object: bool) -> None:
-        """Stop all containers (SIGTERM, grace, SIGKILL), free the sandbox, then delete the pod."""
-        grace = self._grace() if delete_object else min(self._grace(), 5.0)
-        deadline = time.monotonic() + grace
-        for runner in self.init + self.main:
-            runner.signal(15)
-        for runner in self.init + self.main:
-            runner.stop(max(deadline - time.monotonic(), 0.1))
-        if delete_object:
-            self._report()
+    def _release_sandbox(self) -> None:
+        self.sandbox_released = True
         self.node.hosts_changed(self.uid, None, None)
         # rmdir of a host folder would detach the mounts other pods hold on it, so skip shared ones.
         in_use = self.node.mount_targets_in_use(self.uid)
         for target, root in sorted(self.created_paths, key=lambda tr: -tr[0].count("/")):
             if not any(t == str(root) or t.startswith(f"{root}/") for t in in_use):
                 launch.remove_created(target, root)
+        self.created_paths, self.mount_targets = [], set()
         if self.netns_path:
             netns.delete_sandbox(self.uid)
-        if self.ip and self.netns_path:
             self.node.ipam.release(self.ip)
         self.netns_path = None
+
+    def _terminate(self, delete_object: bool) -> None:
+        """Stop all containers (SIGTERM, grace, SIGKILL), free the sandbox, then delete the pod."""
+        grace = self._grace() if delete_object else min(self._grace(), 5.0)
+        deadline = time.monotonic() + grace
+        for runner in self.init + self.main:
+            runner.signal(signal.SIGTERM)
+        for runner in self.init + self.main:
+            runner.stop(max(deadline - time.monotonic(), 0.1))
+        if delete_object:
+            self._report()
+        self._release_sandbox()
         if delete_object:
             try:
                 self.node.kube.core.delete_namespaced_pod(
