@@ -56,11 +56,18 @@ class ExportConfig:
     reference_max_new_tokens: int = 16
     """Length of each stored greedy reference continuation."""
 
+    dataset_uri: str | None = None
+    """The prepared dataset the run trained on (`<root>/datasets/<data-hash>`): its tokenizer.model,
+    data_hash and `val` split (perplexity) are used unless the fields below override them."""
+
     tokenizer_uri: str | None = None
-    """URI of the SentencePiece `tokenizer.model`; default: `tokenizer.model` inside the checkpoint."""
+    """URI of the SentencePiece `tokenizer.model`; default: the dataset's, else one in the checkpoint."""
 
     eval_text_uri: str | None = None
-    """UTF-8 text used to compare INT8 against full-precision perplexity; default: reference prompts."""
+    """UTF-8 text for the perplexity check; default: the dataset's `val` split, else the prompts."""
+
+    eval_max_tokens: int = 16384
+    """At most this many evaluation tokens are scored (bounds export time on CPU)."""
 
     hf_export: bool = True
     """Also write a Hugging Face Llama-style `hf/` folder (config.json + model.safetensors) if possible."""
@@ -71,7 +78,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         for name in ("checkpoints_uri", "model_repository"):
             _check_uri(name, getattr(self, name))
-        for name in ("tokenizer_uri", "eval_text_uri"):
+        for name in ("dataset_uri", "tokenizer_uri", "eval_text_uri"):
             value = getattr(self, name)
             if value is not None:
                 _check_uri(name, value)
@@ -103,6 +110,9 @@ class ExportConfig:
             raise ExportConfigError(
                 f"reference_max_new_tokens: {self.reference_max_new_tokens!r} must be an integer in [1, 4096]"
             )
+
+        if isinstance(self.eval_max_tokens, bool) or not isinstance(self.eval_max_tokens, int) or self.eval_max_tokens < 2:
+            raise ExportConfigError(f"eval_max_tokens: {self.eval_max_tokens!r} must be an integer >= 2")
 
     @property
     def int8_model_name(self) -> str:

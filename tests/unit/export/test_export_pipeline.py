@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def _rewrite(root: Path, rel: str, data: bytes) -> None:
     ("damage", "message"),
     [
         (lambda r: _rewrite(r, "model_config.json", b'{"vocab_size": 1}'), "'model_config.json' is corrupt"),
-        (lambda r: (r / STEP / "ds/mp_rank_00_model_states.pt").unlink(), "is missing (partial checkpoint)"),
+        (lambda r: (r / STEP / "mp_rank_00_model_states.pt").unlink(), "is missing (partial checkpoint)"),
         (lambda r: (r / STEP / "COMMITTED").unlink(), "no commit marker"),
         (lambda r: (r / STEP / "manifest.json").unlink(), "no manifest.json"),
         (lambda r: (r / CK / "latest").unlink(), "no 'latest' pointer"),
@@ -73,21 +74,36 @@ def test_bad_checkpoints_are_refused_with_a_clear_error(fresh_tree, tmp_path, ca
     assert not (fresh_tree / "models").exists()  # nothing half-published
 
 
-def test_missing_tokenizer_is_named(fresh_tree, tmp_path, capsys):
+def _edit_manifest(root: Path, edit) -> None:
+    """Change the committed manifest and re-sign it in COMMITTED, as a trainer would have written it."""
+    m = json.loads((root / STEP / "manifest.json").read_text())
+    edit(m)
+    body = json.dumps(m).encode()
+    (root / STEP / "manifest.json").write_bytes(body)
+    marker = json.loads((root / STEP / "COMMITTED").read_text())
+    marker["manifest_sha256"] = hashlib.sha256(body).hexdigest()
+    (root / STEP / "COMMITTED").write_text(json.dumps(marker))
+
+
+def test_replaced_manifest_is_refused(fresh_tree, tmp_path, capsys):
     m = json.loads((fresh_tree / STEP / "manifest.json").read_text())
-    del m["files"]["tokenizer.model"]
+    m["step"] = 6
     (fresh_tree / STEP / "manifest.json").write_text(json.dumps(m))
+    rc, out = _export(fresh_tree, tmp_path, capsys)
+    assert rc == 2 and "does not match the sha256 in COMMITTED" in out
+
+
+def test_missing_tokenizer_is_named(fresh_tree, tmp_path, capsys):
+    _edit_manifest(fresh_tree, lambda m: m["files"].pop("tokenizer.model"))
     (fresh_tree / STEP / "tokenizer.model").unlink()
     rc, out = _export(fresh_tree, tmp_path, capsys)
-    assert rc == 2 and "tokenizer_uri: not set" in out and "tokenizer.model" in out
+    assert rc == 2 and "tokenizer_uri: neither" in out and "tokenizer.model" in out
     rc, out = _export(fresh_tree, tmp_path, capsys, tokenizer_uri=f"file://{fresh_tree}/nope/tokenizer.model")
     assert rc == 2 and "tokenizer_uri" in out
 
 
 def test_best_needs_val_loss(fresh_tree, tmp_path, capsys):
-    m = json.loads((fresh_tree / STEP / "manifest.json").read_text())
-    del m["val_loss"]
-    (fresh_tree / STEP / "manifest.json").write_text(json.dumps(m))
+    _edit_manifest(fresh_tree, lambda m: m["metrics"].pop("val_loss"))
     rc, out = _export(fresh_tree, tmp_path, capsys, checkpoint="best")
     assert rc == 2 and "'best' needs val_loss" in out
 
@@ -136,3 +152,43 @@ def test_loader_detects_a_corrupt_weights_copy(served, tmp_path):
     (dst / "tokenizer.model").unlink()
     with pytest.raises(LoadError, match="tokenizer.model is missing"):
         load_version(dst)
+
+
+class _FakeDataset:
+    """Stands in for kiln_trainer.data.shards.Dataset: tokenizer, manifest and a `val` split."""
+
+    def __init__(self, path: Path, val: list[int] | None) -> None:
+        self.path, self.val = path, val
+        self.manifest = {"data_hash": "d" * 16}
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.model"
+
+    def tokens(self, split: str):
+        if split != "val" or self.val is None:
+            raise KeyError(f"split {split!r} not in dataset {self.path} (splits: train)")
+        return [np.array(self.val[:40]), np.array(self.val[40:])]
+
+
+def test_dataset_supplies_tokenizer_hash_and_val_tokens(fresh_tree, tmp_path, capsys, monkeypatch):
+    import sentencepiece as spm
+    from kiln_trainer.data import shards
+    from kiln_trainer.export.fixture import corpus
+
+    ds_dir = tmp_path / "ds"
+    ds_dir.mkdir()
+    (ds_dir / "tokenizer.model").write_bytes((fresh_tree / STEP / "tokenizer.model").read_bytes())
+    val = spm.SentencePieceProcessor(model_file=str(ds_dir / "tokenizer.model")).encode(corpus(20, seed=5))
+    seen = []
+    monkeypatch.setattr(shards, "open_dataset", lambda uri, **kw: seen.append(uri) or _FakeDataset(ds_dir, val))
+    _edit_manifest(fresh_tree, lambda m: m["files"].pop("tokenizer.model"))  # as in a real run's checkpoint
+    rc, out = _export(fresh_tree, tmp_path, capsys, dataset_uri="s3://kiln/t/datasets/abc", eval_max_tokens=70)
+    assert rc == 0, out
+    m = json.loads((fresh_tree / "models/tiny/1/manifest.json").read_text())
+    assert seen == ["s3://kiln/t/datasets/abc"]
+    assert m["data_hash"] == "d" * 16 and m["eval_tokens"] == 70 and "val split" in m["eval_source"]
+    # A dataset without a val split is named, with the way out.
+    monkeypatch.setattr(shards, "open_dataset", lambda uri, **kw: _FakeDataset(ds_dir, None))
+    rc, out = _export(fresh_tree, tmp_path, capsys, dataset_uri="s3://kiln/t/datasets/abc")
+    assert rc == 2 and "dataset_uri" in out and "eval_text_uri" in out

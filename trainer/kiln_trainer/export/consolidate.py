@@ -71,6 +71,17 @@ def manifest_files(manifest: dict[str, Any], where: str) -> dict[str, str]:
     return out
 
 
+def _check_marker(store: Store, folder: str, marker: str, manifest: dict[str, Any]) -> None:
+    """The trainer's COMMITTED names the sha256 of the manifest it committed: a replaced manifest fails."""
+    try:
+        body = json.loads(store.get_bytes(f"{folder}/{marker}") or b"{}")
+    except json.JSONDecodeError:
+        return  # an empty/plain marker carries no digest to check
+    want = body.get("manifest_sha256") if isinstance(body, dict) else None
+    if want and hashlib.sha256(store.get_bytes(f"{folder}/manifest.json")).hexdigest() != want:
+        raise ExportError(f"checkpoint {store.uri(folder)}: manifest.json does not match the sha256 in {marker}")
+
+
 def _load_ref(store: Store, folder: str) -> CheckpointRef:
     try:
         manifest = json.loads(store.get_bytes(f"{folder}/manifest.json"))
@@ -78,8 +89,10 @@ def _load_ref(store: Store, folder: str) -> CheckpointRef:
         raise ExportError(f"checkpoint {store.uri(folder)} has no manifest.json (partial checkpoint)") from e
     except json.JSONDecodeError as e:
         raise ExportError(f"checkpoint {store.uri(folder)}: manifest.json is not valid JSON ({e})") from e
-    if not any(store.exists(f"{folder}/{m}") for m in COMMIT_MARKERS):
+    marker = next((m for m in COMMIT_MARKERS if store.exists(f"{folder}/{m}")), None)
+    if marker is None:
         raise ExportError(f"checkpoint {store.uri(folder)} has no commit marker: it was never committed")
+    _check_marker(store, folder, marker, manifest)
     step = manifest.get("step")
     if not isinstance(step, int):
         try:

@@ -3,19 +3,22 @@
 `make_checkpoint_tree(root)` trains a SentencePiece tokenizer on generated sentences, trains the
 trainer's GPT for a few DeepSpeed steps (ZeRO stage 2, one CPU rank, in a subprocess so the caller's
 process never initialises torch.distributed), and lays the result out like the trainer does:
-`<root>/runs/<run>/checkpoints/step-XXXXXXXX/` with files, manifest.json (sha256 per file), a commit
-marker and the `latest` pointer.
+`<root>/runs/<run>/checkpoints/step-XXXXXXXX/`, committed with the trainer's own protocol code
+(files, parts, manifest.json with sha256 per file, COMMITTED, `latest`). The tokenizer is stored in
+the checkpoint folder too (real runs take it from the dataset, see ExportConfig.dataset_uri).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import subprocess
 import sys
 from pathlib import Path
+
+from kiln_trainer.storage import open_store
+from kiln_trainer.train.commit import RunCheckpoints
 
 NOUNS = "cat dog bird fish tree house river".split()
 VERBS = "sees likes finds follows".split()
@@ -66,7 +69,7 @@ for step in range(steps):
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
     engine.backward(loss)
     engine.step()
-engine.save_checkpoint(out, tag="ds")
+engine.save_checkpoint(out, tag=sys.argv[6], save_latest=False)
 print(json.dumps({"loss": float(loss)}))
 """
 
@@ -86,7 +89,8 @@ def make_checkpoint_tree(
     import sentencepiece as spm
 
     ckroot = root / "runs" / run / "checkpoints"
-    folder = ckroot / f"step-{step:08d}"
+    local = root / f".{run}-local"
+    folder = local / f"step-{step:08d}"  # the trainer's local save folder, uploaded below
     folder.mkdir(parents=True, exist_ok=True)
     text = corpus()
     tok = train_tokenizer(text, folder / "tokenizer.model")
@@ -98,20 +102,16 @@ def make_checkpoint_tree(
     tokens_path.write_text(json.dumps(sp.encode(text)))
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_PORT": str(_free_port())}
     res = subprocess.run(
-        [sys.executable, "-c", _TRAIN, str(folder), json.dumps(cfg), str(tokens_path), str(step), str(zero_stage)],
+        [sys.executable, "-c", _TRAIN, str(local), json.dumps(cfg), str(tokens_path), str(step), str(zero_stage), folder.name],
         env=env, capture_output=True, text=True, timeout=600,
     )
     if res.returncode != 0:
         raise RuntimeError(f"fixture training failed:\n{res.stderr[-3000:]}")
     loss = json.loads(res.stdout.strip().splitlines()[-1])["loss"]
-    files = {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
-    }
-    manifest = {"step": step, "files": files, "val_loss": loss, "data_hash": "fixture-" + run}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (folder / "COMMITTED").write_text("")
-    (ckroot / "latest").write_text(folder.name)
+    # Commit exactly as the trainer does (its protocol code), so export reads the real format.
+    ckpts = RunCheckpoints(open_store(f"file://{root}"), f"runs/{run}/checkpoints")
+    part = ckpts.upload_part(step, 0, "fixture", [p for p in folder.iterdir() if p.is_file()])
+    ckpts.commit(step, [part], {"run": run, "metrics": {"loss": loss, "val_loss": loss}, "data_hash": "fixture-" + run})
     return ckroot
 
 

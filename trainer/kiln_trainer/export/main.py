@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -35,6 +35,9 @@ from kiln_trainer.export.repository import pick_version, write_version
 from kiln_trainer.serving.generate import SamplingParams, generate
 from kiln_trainer.serving.loader import MODEL_CONFIG, TIED_HEAD, TOKENIZER, WEIGHTS, Served, load_version
 from kiln_trainer.storage import NotFound, StoreError, open_store
+
+if TYPE_CHECKING:
+    from kiln_trainer.data.shards import Dataset
 
 
 def load_config(path: str) -> ExportConfig:
@@ -82,30 +85,55 @@ def eval_ppl(served: Served, tokens: list[int]) -> float:
     return perplexity(lambda ids: model(ids, use_cache=False)[0], windows(tokens, served.context_length))
 
 
-def _eval_tokens(cfg: ExportConfig, served: Served, work: Path) -> list[int]:
-    if cfg.eval_text_uri is None:
-        text = "\n".join(cfg.reference_prompts)
-    else:
-        parent, _, name = cfg.eval_text_uri.rpartition("/")
+def _fetch(uri: str, dest: Path, field: str) -> Path:
+    parent, _, name = uri.rpartition("/")
+    try:
+        open_store(parent).get_file(name, dest)
+    except NotFound as e:
+        raise ExportError(f"{field}: {uri} does not exist") from e
+    return dest
+
+
+def _open_dataset(cfg: ExportConfig, work: Path) -> Dataset | None:
+    if cfg.dataset_uri is None:
+        return None
+    from kiln_trainer.data.shards import open_dataset
+
+    try:
+        return open_dataset(cfg.dataset_uri, cache_dir=work / "cache")
+    except (FileNotFoundError, NotFound) as e:
+        raise ExportError(f"dataset_uri: {e}") from e
+
+
+def _eval_tokens(cfg: ExportConfig, served: Served, dataset: Dataset | None, work: Path) -> tuple[list[int], str]:
+    """Tokens for the perplexity check and where they came from."""
+    if cfg.eval_text_uri is not None:
+        text = _fetch(cfg.eval_text_uri, work / "eval.txt", "eval_text_uri").read_text(encoding="utf-8")
+        return served.encode(text)[: cfg.eval_max_tokens], cfg.eval_text_uri
+    if dataset is not None:
         try:
-            open_store(parent).get_file(name, work / "eval.txt")
-        except NotFound as e:
-            raise ExportError(f"eval_text_uri: {cfg.eval_text_uri} does not exist") from e
-        text = (work / "eval.txt").read_text(encoding="utf-8")
-    return served.encode(text)
+            shards = dataset.tokens("val")
+        except KeyError as e:
+            raise ExportError(f"dataset_uri: {e.args[0]}; set eval_text_uri instead") from e
+        tokens: list[int] = []
+        for shard in shards:
+            tokens.extend(int(t) for t in shard[: cfg.eval_max_tokens - len(tokens)])
+            if len(tokens) >= cfg.eval_max_tokens:
+                break
+        return tokens, f"{cfg.dataset_uri} (val split)"
+    return served.encode("\n".join(cfg.reference_prompts)), "reference_prompts"
 
 
-def _fetch_tokenizer(cfg: ExportConfig, ckpt: Path, work: Path, ref_uri: str) -> Path:
+def _fetch_tokenizer(cfg: ExportConfig, ckpt: Path, dataset: Dataset | None, work: Path, ref_uri: str) -> Path:
     if cfg.tokenizer_uri:
-        parent, _, name = cfg.tokenizer_uri.rpartition("/")
-        try:
-            open_store(parent).get_file(name, work / TOKENIZER)
-        except NotFound as e:
-            raise ExportError(f"tokenizer_uri: {cfg.tokenizer_uri} does not exist") from e
-        return work / TOKENIZER
+        return _fetch(cfg.tokenizer_uri, work / TOKENIZER, "tokenizer_uri")
+    if dataset is not None:
+        if not dataset.tokenizer_path.is_file():
+            raise ExportError(f"dataset_uri: {cfg.dataset_uri} has no {TOKENIZER}")
+        return dataset.tokenizer_path
     found = find_one(ckpt, TOKENIZER)
     if found is None:
-        raise ExportError(f"tokenizer_uri: not set and checkpoint {ref_uri} has no {TOKENIZER}")
+        raise ExportError(f"tokenizer_uri: neither tokenizer_uri nor dataset_uri is set and checkpoint {ref_uri} has no {TOKENIZER}")
     return found
 
 
@@ -136,7 +164,8 @@ def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
     model_config = find_one(ckpt, MODEL_CONFIG)
     if model_config is None:
         raise ExportError(f"checkpoint {ref_uri} has no {MODEL_CONFIG}")
-    tokenizer = _fetch_tokenizer(cfg, ckpt, work, ref_uri)
+    dataset = _open_dataset(cfg, work)
+    tokenizer = _fetch_tokenizer(cfg, ckpt, dataset, work, ref_uri)
     cfg_dict = json.loads(model_config.read_text())
     sd = consolidate(ckpt)
     if cfg_dict.get("tie_embeddings", True):
@@ -146,10 +175,12 @@ def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
     (fp_dir / "manifest.json").write_text("{}")  # load_version needs one; the real one comes later
     served = load_version(fp_dir, verify=False)
     refs = reference_outputs(served, cfg.reference_prompts, cfg.reference_max_new_tokens)
-    eval_tokens = _eval_tokens(cfg, served, work)
+    eval_tokens, eval_source = _eval_tokens(cfg, served, dataset, work)
     ppl = eval_ppl(served, eval_tokens)
-    print(f"[export] perplexity {ppl:.4f} on {len(eval_tokens)} eval tokens", flush=True)
-    extra: dict[str, Any] = {"dtype": cfg.dtype}
+    print(f"[export] perplexity {ppl:.4f} on {len(eval_tokens)} tokens of {eval_source}", flush=True)
+    extra: dict[str, Any] = {"dtype": cfg.dtype, "eval_source": eval_source, "eval_tokens": len(eval_tokens)}
+    if dataset is not None:
+        extra["data_hash"] = dataset.manifest.get("data_hash")
     hf_reason = unsupported_reason(cfg_dict) if cfg.hf_export else "hf_export: false"
     if hf_reason is None:
         write_hf(sd, cfg_dict, fp_dir / "hf")
@@ -168,7 +199,8 @@ def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
     if int8 is not None and int8["summary"]["published"]:
         v8 = pick_version(repo, cfg.int8_model_name, version)
         m8 = _manifest(cfg, ref, ref_uri, int8["dir"], int8["served"], int8["refs"], int8["summary"]["ppl"],
-                       {"dtype": "int8", "int8": int8["summary"], "full_precision": summary})
+                       {"dtype": "int8", "int8": int8["summary"], "full_precision": summary,
+                        "data_hash": manifest["data_hash"], "eval_source": eval_source})
         files8 = {p.name: p for p in sorted(int8["dir"].iterdir()) if p.is_file() and p.name != "manifest.json"}
         summary["int8"] = {"model": cfg.int8_model_name, "version": v8,
                            "uri": write_version(repo, cfg.int8_model_name, v8, files8, json.dumps(m8, indent=2).encode())}
