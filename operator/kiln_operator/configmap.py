@@ -1,14 +1,14 @@
 """The per-run ConfigMap ``<run>-config``: prepare.yaml, train.yaml and export.yaml.
 
-Each file is the YAML form of the step's typed config (``kiln_api.data_config.PrepareConfig``,
-``kiln_api.train_config.TrainConfig``, ``kiln_api.export_config.ExportConfig``), built from the
-TrainingRun spec and validated by constructing those types here, so a spec the trainer would refuse
-fails in the operator with the field named instead of in a crash-looping pod.
+Each file holds what the TrainingRun decides for the step's typed config
+(``kiln_api.data_config.PrepareConfig``, ``kiln_api.train_config.TrainConfig`` with its preset,
+``kiln_api.export_config.ExportConfig``); the trainer fills in its own defaults when it loads them.
+The operator builds those types from the same dicts first, so a spec the trainer would refuse fails
+here with the field named instead of in a crash-looping pod.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import yaml
@@ -24,7 +24,7 @@ from kiln_operator.builders.common import Run, child_name, metadata
 STAGE = "config"
 
 
-def prepare_config(run: Run) -> PrepareConfig:
+def prepare_raw(run: Run) -> dict[str, Any]:
     d = run.spec.data
     data = {
         "sources": [
@@ -35,7 +35,11 @@ def prepare_config(run: Run) -> PrepareConfig:
         "tokenizer": {"vocab_size": d.tokenizer.vocab_size, "input_sentence_size": d.tokenizer.input_sentence_size},
         "packing": {"val_fraction": d.validation_fraction, "num_shards": d.shards},
     }
-    return PrepareConfig.from_dict({"output": run.spec.storage.uri, "data": data})
+    return {"output": run.spec.storage.uri, "data": data}
+
+
+def prepare_config(run: Run) -> PrepareConfig:
+    return PrepareConfig.from_dict(prepare_raw(run))
 
 
 def dataset_uri(run: Run) -> str:
@@ -61,7 +65,7 @@ def _model_overrides(spec: TrainingRunSpec) -> dict[str, Any]:
     return model
 
 
-def train_config(run: Run) -> TrainConfig:
+def train_raw(run: Run) -> dict[str, Any]:
     spec, t = run.spec, run.spec.training
     raw: dict[str, Any] = {
         "run": run.name,
@@ -94,10 +98,14 @@ def train_config(run: Run) -> TrainConfig:
         raw["checkpoint"]["init_from"] = layout.checkpoint(step) if step is not None else layout.checkpoints()
     if spec.model.custom is None:
         raw["preset"] = spec.model.preset
-    return apply_preset(raw)
+    return raw
 
 
-def export_config(run: Run) -> ExportConfig:
+def train_config(run: Run) -> TrainConfig:
+    return apply_preset(train_raw(run))
+
+
+def export_raw(run: Run) -> dict[str, Any]:
     layout = _layout(run.spec, run.name)
     raw: dict[str, Any] = {
         "checkpoints_uri": layout.checkpoints(),
@@ -109,33 +117,24 @@ def export_config(run: Run) -> ExportConfig:
     }
     if run.spec.serving is not None and run.spec.serving.gate_prompts:
         raw["reference_prompts"] = list(run.spec.serving.gate_prompts)
-    return ExportConfig.from_dict(raw)
+    return raw
 
 
-def _yaml(obj: Any) -> str:
-    return yaml.safe_dump(_plain(dataclasses.asdict(obj)), sort_keys=True)
-
-
-def _plain(x: Any) -> Any:
-    """Tuples → lists so the YAML is plain (safe_load gives lists back; the configs accept both)."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_plain(v) for v in x]
-    return x
+def export_config(run: Run) -> ExportConfig:
+    return ExportConfig.from_dict(export_raw(run))
 
 
 def build_config_map(run: Run) -> dict[str, Any]:
     """``<run>-config`` with one file per step, mounted at /etc/kiln in every trainer pod."""
-    prepare = dataclasses.asdict(prepare_config(run))
-    prepare.pop("base_dir", None)  # set by the trainer from the file's folder, not a config key
+    # Validate with the step types first (raises ValueError naming the field).
+    prepare_config(run), train_config(run), export_config(run)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(run, child_name(run, STAGE), STAGE),
         "data": {
-            "prepare.yaml": yaml.safe_dump(_plain(prepare), sort_keys=True),
-            "train.yaml": _yaml(train_config(run)),
-            "export.yaml": _yaml(export_config(run)),
+            "prepare.yaml": yaml.safe_dump(prepare_raw(run), sort_keys=True),
+            "train.yaml": yaml.safe_dump(train_raw(run), sort_keys=True),
+            "export.yaml": yaml.safe_dump(export_raw(run), sort_keys=True),
         },
     }

@@ -45,12 +45,20 @@ def s3_secret(cluster: Any, namespace: str, name: str = "kiln-s3") -> None:
     })
 
 
+def s3_endpoint_for_pods(cluster: Any) -> str:
+    """The S3 Service by ClusterIP: moto's server reads a Host like `minio.kiln-system.svc` as a
+    virtual-hosted bucket name ("minio"), so the DNS name only works once the cluster's moto is
+    told it is an endpoint (MOTO_S3_CUSTOM_ENDPOINTS)."""
+    svc = client.CoreV1Api(cluster.api).read_namespaced_service("minio", "kiln-system")
+    return f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+
+
 def tiny_run(cluster: Any, bucket: str, name: str = "tiny", **training: Any) -> dict[str, Any]:
     """examples/tiny.yaml pointed at a test bucket, without serving (the run ends after export)."""
     doc = copy.deepcopy(yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text()))
     doc["metadata"] = {"name": name}
     doc["spec"]["storage"]["uri"] = f"s3://{bucket}/demo"
-    doc["spec"]["storage"]["endpoint"] = cluster.s3["in_cluster_endpoint_url"]
+    doc["spec"]["storage"]["endpoint"] = s3_endpoint_for_pods(cluster)
     doc["spec"].pop("serving", None)
     doc["spec"]["training"].update(training)
     return doc  # type: ignore[no-any-return]

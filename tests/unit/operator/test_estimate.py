@@ -69,7 +69,7 @@ def test_tiny_param_count_by_hand() -> None:
 def test_tiny_estimate_end_to_end() -> None:
     spec = parse_spec(load_example("tiny.yaml")["spec"])
     e = estimate(spec)
-    psi = 2 * 49_280 + 512 * 64 + 64
+    psi = 2 * 49_280 + 2000 * 64 + 64  # the example's tokenizer has 2000 pieces
     assert e.params == psi
     assert e.tokens == 60 * 8 * 64  # maxSteps × globalBatchSize × the preset's seq_len
     assert e.flops == 6 * psi * e.tokens
