@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,7 +30,8 @@ EventFn = Callable[[str, str, str], None]
 class ContainerRunner:
     """Lifecycle of one container; the pod worker calls :meth:`step` periodically."""
 
-    def __init__(self, spec: Mapping[str, Any], log_dir: Path, backoff: Backoff, event: EventFn) -> None:
+    def __init__(self, spec: Mapping[str, Any], log_dir: Path, backoff: Backoff, event: EventFn,
+                 on_exit: Callable[[], None] = lambda: None) -> None:
         self.spec = spec
         self.name: str = spec["name"]
         self.record = ContainerRecord(name=self.name, image=spec.get("image", ""))
@@ -45,6 +47,7 @@ class ContainerRunner:
         self.probes: dict[str, Probe] = {}
         self.ports = {p["name"]: int(p["containerPort"]) for p in spec.get("ports") or [] if p.get("name")}
         self._last_wait_reason = ""
+        self.on_exit = on_exit
 
     # -- starting -------------------------------------------------------------------------------
     def try_start(self, prepare: Prepare, netns: str | None) -> bool:
@@ -68,6 +71,10 @@ class ContainerRunner:
             self.log_file.replace(self.previous_log)  # `kubectl logs --previous` reads this one
         self.env = env
         self.proc = launch.start(script, argv, env, netns, self.log_file)
+        # Wake the pod worker the moment the process exits instead of at its next tick.
+        proc = self.proc
+        threading.Thread(target=lambda: (proc.wait(), self.on_exit()), daemon=True,
+                         name=f"wait-{self.name}-{proc.pid}").start()
         self.ever_ran = True
         self.run_started = time.monotonic()
         rec = self.record

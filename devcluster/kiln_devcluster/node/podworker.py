@@ -58,9 +58,10 @@ class PodWorker:
         spec = pod["spec"]
         self.restart_policy = spec.get("restartPolicy") or "Always"
         backoff = (self.cfg.backoff_initial, self.cfg.backoff_max)
-        self.init = [ContainerRunner(c, self.dir / "logs", Backoff(*backoff), self._event)
+        self.wake = threading.Event()
+        self.init = [ContainerRunner(c, self.dir / "logs", Backoff(*backoff), self._event, self.wake.set)
                      for c in spec.get("initContainers") or []]
-        self.main = [ContainerRunner(c, self.dir / "logs", Backoff(*backoff), self._event)
+        self.main = [ContainerRunner(c, self.dir / "logs", Backoff(*backoff), self._event, self.wake.set)
                      for c in spec.get("containers") or []]
         self.ip = ""
         self.netns_path: str | None = None
@@ -72,7 +73,6 @@ class PodWorker:
         self.last_status: dict[str, Any] | None = None
         self.deleted = threading.Event()
         self.stop_now = threading.Event()
-        self.wake = threading.Event()
         self._mount_error = ""
         self.volumes_ready = False
         self.created_paths: list[tuple[str, Path]] = []
@@ -100,14 +100,15 @@ class PodWorker:
     def _run(self) -> None:
         try:
             while not self.stop_now.is_set():
+                self.wake.clear()  # before the work: a wake-up during it starts the next round at once
                 if self.deleted.is_set() or self.pod["metadata"].get("deletionTimestamp"):
                     self._terminate(delete_object=not self.deleted.is_set())
                     return
                 if not self.sandbox_ready:
                     self._setup_sandbox()
-                elif not self.volumes_ready:
+                if self.sandbox_ready and not self.volumes_ready:
                     self._setup_volumes()
-                else:
+                if self.volumes_ready:
                     if self.volumes is not None:
                         self.volumes.refresh_tokens()
                     self._sync_containers()
@@ -115,7 +116,6 @@ class PodWorker:
                 if self.netns_path and self.last_status and self.last_status["phase"] in ("Succeeded", "Failed"):
                     self._release_sandbox()  # like the kubelet: a finished pod keeps its status, not its netns
                 self.wake.wait(TICK)
-                self.wake.clear()
             self._terminate(delete_object=False)  # node shutdown
         except Exception:
             log.exception("pod worker %s/%s crashed", self.namespace, self.name)
