@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 """Bump when the prepare code changes its output for the same spec: it is part of `spec_hash`, so
 datasets prepared by older code are not reused by mistake."""
 

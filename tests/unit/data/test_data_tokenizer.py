@@ -58,6 +58,31 @@ def test_word_cached_encoder_equals_sentencepiece(model: Path) -> None:
     rng = random.Random(9)
     texts = [tinycorpus.paragraph(rng, lang) for lang in ("en", "zh") for _ in range(50)]
     texts += ["", " ", "  leading", "trailing  ", "a  b   c", "x    = 1\n    y = 2", "数字123和abc混合 text",
-              "tab\tand\nnewline", "龘" * 60 + " long", "🙂 emoji  twice 🙂"]
+              "tab\tand\nnewline", "龘" * 60 + " long", "🙂 emoji  twice 🙂", "a ", "a\n ", " \n a", "    ",
+              "def f(x):\n    if x:\n        return  x \n", "end with two  "]
     for _ in range(2):  # second round: all from the cache
+        assert enc.encode_batch(texts) == [sp.encode(t) for t in texts]
+
+
+def test_word_cached_encoder_on_indented_code(tmp_path: Path) -> None:
+    """Runs of spaces become pieces ("▁▁▁▁"); the cache must cut words exactly where SentencePiece does."""
+    from kiln_trainer.data.pack import WordCachedEncoder
+
+    rng = random.Random(4)
+    names = ["value", "count", "items", "result", "total", "name", "index"]
+
+    def snippet() -> str:
+        a, b = rng.sample(names, 2)
+        depth = " " * rng.choice([4, 8, 12])
+        return (f"def {a}_{b}({a}, {b}):\n{depth}if {a} > {rng.randint(0, 99)}:\n{depth}    return {b}  # {a}\n"
+                f"{depth}{a} = [{b} for {b} in {a}]   \n")
+
+    lines = [ln for _ in range(400) for ln in snippet().split("\n") if ln.strip()]
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    train_tokenizer(tmp_path / "lines.txt", tmp_path / "code", TokenizerSpec(vocab_size=400), num_threads=1)
+    sp = load(tmp_path / "code.model")
+    assert any(set(sp.id_to_piece(i)) == {"▁"} and len(sp.id_to_piece(i)) >= 4 for i in range(sp.get_piece_size()))
+    texts = [snippet() for _ in range(50)] + ["  starts indented", "x" + " " * 9 + "y", "tail   ", "  "]
+    enc = WordCachedEncoder(str(tmp_path / "code.model"))
+    for _ in range(2):
         assert enc.encode_batch(texts) == [sp.encode(t) for t in texts]

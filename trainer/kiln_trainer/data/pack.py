@@ -8,6 +8,7 @@ spool is then cut at document boundaries into `num_shards` files of about equal 
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +18,20 @@ import xxhash
 
 from kiln_trainer.data.tokenizer import EOS_ID
 
+_WORD_START = re.compile(r"(?<=[^ ])(?= )")
+
 
 class WordCachedEncoder:
     """SentencePiece encoding with a per-word cache; gives exactly `sp.encode(text)`.
 
-    Why exact: with identity normalisation, a dummy prefix and `allow_whitespace_only_pieces=False`
-    (see tokenizer.py), SentencePiece starts a new segment at every space and no piece crosses one,
-    so encode(text) is the concatenation of encode(w) over ``text.split(" ")``, where the empty word
-    (a second space) is the single "▁" piece. Natural text repeats its words, so most are cache hits;
-    the misses of a chunk go to SentencePiece in one batch call. Tests compare against `sp.encode`.
+    Why exact: with identity normalisation, a dummy prefix and `allow_whitespace_only_pieces=True`
+    (see tokenizer.py), SentencePiece cuts its input into words before every space that follows a
+    non-space (a run of spaces stays with the word after it, so indentation gets pieces like "▁▁▁▁")
+    and no piece crosses a cut. So encode(text) is the concatenation of the encodings of those words,
+    where every word but the first is encoded without its first space (the dummy prefix stands in
+    for it) and a lone trailing space is the "▁" piece. Natural text repeats its words, so most are
+    cache hits; the misses of a chunk go to SentencePiece in one batch call. Tests compare against
+    `sp.encode` on English, Chinese, code and odd whitespace.
     """
 
     MAX_WORD = 48  # longer "words" (e.g. Chinese runs without spaces) are encoded, not cached
@@ -36,8 +42,13 @@ class WordCachedEncoder:
 
         self.sp = spm.SentencePieceProcessor(model_file=model_path)
         a = self.sp.encode("a")
-        space = self.sp.encode(" a")[: -len(a)]
-        self.cache: dict[str, list[int]] = {"": space}
+        self.cache: dict[str, list[int]] = {"": self.sp.encode("a ")[len(a):]}
+
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """The cache keys of a text: its SentencePiece words, each but the first minus one space."""
+        parts = _WORD_START.split(text)
+        return [parts[0], *(p[1:] for p in parts[1:])]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         # Text with few spaces (Chinese, Japanese) has no reusable words: SentencePiece directly.
@@ -49,7 +60,7 @@ class WordCachedEncoder:
                 out[i] = ids
         chosen = set(direct)
         rest = [i for i in range(len(texts)) if i not in chosen and texts[i]]
-        split = [texts[i].split(" ") for i in rest]
+        split = [self.words(texts[i]) for i in rest]
         cache = self.cache
         if len(cache) > self.MAX_ENTRIES:
             space = cache[""]

@@ -51,8 +51,8 @@ def train_tokenizer(lines_file: Path, out_prefix: Path, spec: TokenizerSpec, num
             shuffle_input_sentence=True,
             normalization_rule_name="identity",
             remove_extra_whitespaces=False,
-            # every space starts a new piece: lets pack.WordCachedEncoder encode word by word exactly
-            allow_whitespace_only_pieces=False,
+            # runs of spaces (indentation) become pieces; pack.WordCachedEncoder follows the same cuts
+            allow_whitespace_only_pieces=True,
             max_sentence_length=16384,
             num_threads=num_threads or os.cpu_count() or 1,
             minloglevel=2,
