@@ -20,6 +20,7 @@ from kiln_api.train_presets import apply_preset
 from kiln_api.trainingrun import TrainingRunSpec
 
 from kiln_operator.builders.common import Run, child_name, metadata
+from kiln_operator.builders.training_env import METRICS_PORT
 
 STAGE = "config"
 
@@ -82,6 +83,7 @@ def train_raw(run: Run) -> dict[str, Any]:
                  "offload_param": t.zero.offload_params},
         "checkpoint": {"every_steps": t.checkpoint.interval_steps, "keep_last": t.checkpoint.keep},
         "early_stop": {"eval_every_steps": t.eval_interval_steps},
+        "monitor": {"prometheus_port": METRICS_PORT},
         "seed": t.seed,
     }
     if spec.model.custom is not None:

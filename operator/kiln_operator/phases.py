@@ -140,6 +140,14 @@ def _restart(ctx: Ctx, job: dict[str, Any], message: str) -> Transition | None:
 
 
 def step_training(ctx: Ctx) -> Transition | None:
+    t = _training(ctx)
+    if t is not None:
+        # Leaving Training stops the device-hour clock; null deletes the field in the merge patch.
+        ctx.status_patch["accountedAt"] = None
+    return t
+
+
+def _training(ctx: Ctx) -> Transition | None:
     kind = _training_kind(ctx)
     if kind is None:
         return Transition("Failed", "LauncherUnavailable", "launcher PyTorchJob asked for, but the "

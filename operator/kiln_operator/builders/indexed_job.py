@@ -19,7 +19,7 @@ from kiln_operator.builders.common import (
     pod_spec,
     trainer_container,
 )
-from kiln_operator.builders.training_env import GRACE_SECONDS, port, rendezvous_env
+from kiln_operator.builders.training_env import GRACE_SECONDS, ports, rendezvous_env
 
 STAGE = "train"
 _INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
@@ -61,7 +61,7 @@ def build_indexed_job(run: Run, suspend: bool = False) -> dict[str, Any]:
     meta = metadata(run, name, STAGE)
     nodes = run.spec.training.nodes
     container = trainer_container(run, STAGE, extra_env=rendezvous_env(run) + index_env(run),
-                                  gpus=True, shm=True, ports=[port()])
+                                  gpus=True, shm=True, ports=ports())
     pod = pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS)
     pod["subdomain"] = name
     return {

@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from kiln_operator.builders.common import Run, child_name, metadata, pod_spec, trainer_container
-from kiln_operator.builders.training_env import GRACE_SECONDS, nproc_per_node, port, rendezvous_env
+from kiln_operator.builders.training_env import GRACE_SECONDS, nproc_per_node, ports, rendezvous_env
 
 STAGE = "train"
 
 
 def _replica(run: Run, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
     container = trainer_container(run, STAGE, name="pytorch", extra_env=rendezvous_env(run),
-                                  gpus=True, shm=True, ports=[port()])
+                                  gpus=True, shm=True, ports=ports())
     return {
         "replicas": replicas,
         "restartPolicy": "Never",

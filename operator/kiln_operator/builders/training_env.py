@@ -6,6 +6,8 @@ from typing import Any
 
 from kiln_operator.builders.common import MASTER_PORT, Run
 
+METRICS_PORT = 9464
+"""Rank 0 serves kiln_train_* gauges here (TrainConfig.monitor.prometheus_port); the chart's PodMonitor scrapes it."""
 GRACE_SECONDS = 120
 """SIGTERM → SIGKILL window: the trainer saves a checkpoint on SIGTERM (suspend, preemption)."""
 
@@ -24,5 +26,6 @@ def rendezvous_env(run: Run) -> list[dict[str, Any]]:
     ]
 
 
-def port() -> dict[str, Any]:
-    return {"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"}
+def ports() -> list[dict[str, Any]]:
+    return [{"name": "pytorchjob-port", "containerPort": MASTER_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
