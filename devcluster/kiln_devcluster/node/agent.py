@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,7 @@ class ProcessNode:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.config = cfg
+        self.started_at = time.time()
         self.stop = threading.Event()
         self.kube = Kube(make_api_client(cfg.kubeconfig))
         self.images = ImageMap.load(cfg.images_file)
@@ -100,6 +103,7 @@ class ProcessNode:
         self.services.synced.wait(30)
         self.slices.synced.wait(30)
         self.pods.start()
+        threading.Thread(target=self._remove_orphan_pod_dirs, name="orphan-dirs", daemon=True).start()
         log.info("node %s ready (pods on %s, kubelet API on %s:%s)", self.config.name, self.config.bridge,
                  self.config.node_ip, self.config.kubelet_port)
         self.stop.wait()
@@ -180,12 +184,34 @@ class ProcessNode:
             worker = next((w for w in self.workers.values() if (w.namespace, w.name) == (namespace, pod)), None)
         runner = worker.runner(container) if worker else None
         if runner is None:
-            return None
+            return self._finished_log_target(namespace, pod, container)
         # Waiting to restart: the current file holds the last terminated run, which is what
         # `--previous` means for the kubelet too.
         waiting = runner.proc is None and runner.record.last_terminated is not None
         previous = runner.log_file if waiting else runner.previous_log
         return LogTarget(runner.log_file, previous, lambda: runner.proc is not None)
+
+    def _finished_log_target(self, namespace: str, pod: str, container: str) -> LogTarget | None:
+        """Logs of a pod that finished before this node process started (its folder is still there)."""
+        obj = self.pods.cache.get(f"{namespace}/{pod}")
+        if obj is None:
+            return None
+        logs = self.config.pod_dir(obj["metadata"]["uid"]) / "logs"
+        current = logs / f"{container}.log"
+        if not current.exists():
+            return None
+        return LogTarget(current, logs / f"{container}.previous.log", lambda: False)
+
+    def _remove_orphan_pod_dirs(self) -> None:
+        """Folders of pods deleted while the node was down (once the pod list has synced)."""
+        self.pods.synced.wait(60)
+        known = {obj["metadata"]["uid"] for obj in self.pods.snapshot()}
+        root = self.config.pod_dir("x").parent
+        for path in root.iterdir() if root.exists() else []:
+            # Only folders from before this process: a pod created since the list has its own worker.
+            if path.name not in known and path.name not in self.workers and path.stat().st_mtime < self.started_at:
+                log.info("removing folder of deleted pod %s", path.name)
+                shutil.rmtree(path, ignore_errors=True)
 
     # -- network ----------------------------------------------------------------------------------
     def hosts_changed(self, uid: str, addr: PodAddr | None, hosts_file: Path | None) -> None:

@@ -184,3 +184,40 @@ def test_created_mount_points_are_removed_when_empty(tmp_path):
     remove_created(str(target), root)
     assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "keep").exists()
     assert missing_root(str(tmp_path)) is None
+
+
+def test_probe_checks_against_local_servers():
+    import http.server
+    import socket
+    import threading
+
+    from kiln_devcluster.node.probes import check
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/ok" else 503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        def no_exec(argv, timeout):
+            return 0, ""
+        ports = {"http": port}
+        assert check({"httpGet": {"path": "/ok", "port": "http"}}, "127.0.0.1", ports, 2, no_exec)[0] is True
+        ok, msg = check({"httpGet": {"path": "/bad", "port": port}}, "127.0.0.1", ports, 2, no_exec)
+        assert ok is False and "503" in msg
+        assert check({"tcpSocket": {"port": port}}, "127.0.0.1", ports, 2, no_exec)[0] is True
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        assert check({"tcpSocket": {"port": closed}}, "127.0.0.1", ports, 2, no_exec)[0] is False
+        assert check({"exec": {"command": ["x"]}}, "127.0.0.1", ports, 2, lambda a, t: (1, "no"))[0] is False
+        ok, msg = check({"httpGet": {"port": "nope"}}, "127.0.0.1", ports, 2, no_exec)
+        assert ok is False and "nope" in msg
+    finally:
+        server.shutdown()
