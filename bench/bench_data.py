@@ -7,6 +7,8 @@ Corpus: English prose (Python's bundled pydoc topic texts), Python source files 
 library and generated Chinese paragraphs (kiln's tiny-corpus grammar), plus ~10% planted
 near-duplicates (a few words changed). Nothing is downloaded.
 
+Timings of tokenizer training and encoding are the best of 3 runs (the machine may be shared).
+
 1. tokenizer training: kiln (SentencePiece BPE, all cores) vs HF `tokenizers` BpeTrainer (byte-level),
    same lines, same vocab size.
 2. encode + pack throughput, all cores: kiln's pool encoder writing a uint16 spool vs HF
@@ -89,20 +91,30 @@ def timed(fn, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN201 - bench help
     return out, time.perf_counter() - t0
 
 
+REPEATS = 3
+
+
+def best(fn, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN201 - bench helper
+    """Fastest of REPEATS runs: the machine is shared, so the minimum is the least disturbed figure.
+    Every contender gets the same treatment."""
+    runs = [timed(fn, *args, **kw) for _ in range(REPEATS)]
+    return runs[0][0], min(t for _, t in runs)
+
+
 def bench_tokenizer(docs: list[str], vocab: int, work: Path) -> dict[str, float]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     lines = [ln for d in docs for ln in d.split("\n") if ln.strip()]
     (work / "lines.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     spec = TokenizerSpec(vocab_size=vocab, input_sentence_size=len(lines) + 1)
-    _, t_kiln = timed(train_tokenizer, work / "lines.txt", work / "kiln", spec, CORES)
+    _, t_kiln = best(train_tokenizer, work / "lines.txt", work / "kiln", spec, CORES)
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|eos|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    _, t_hf = timed(tok.train_from_iterator, lines, trainer)
+    _, t_hf = best(tok.train_from_iterator, lines, trainer)
     tok.save(str(work / "hf.json"))
     print(f"tokenizer training ({vocab} vocab, {len(lines)} lines): kiln/SentencePiece {t_kiln:.2f}s, "
           f"HF tokenizers {t_hf:.2f}s -> speed ratio kiln/HF = {t_hf / t_kiln:.2f}x")
@@ -145,13 +157,13 @@ def bench_encode(docs: list[str], work: Path) -> dict[str, float]:
         spool.close()
         return spool.tokens
 
-    _, t_serial = timed(kiln, 1)
-    n_kiln, t_kiln = timed(kiln, CORES)
+    _, t_serial = best(kiln, 1)
+    n_kiln, t_kiln = best(kiln, CORES)
     hf = Tokenizer.from_file(str(work / "hf.json"))
-    enc, t_hf = timed(hf.encode_batch, docs)
+    enc, t_hf = best(hf.encode_batch, docs)
     n_hf = sum(len(e.ids) for e in enc)
     tk = tiktoken_from_hf(work / "hf.json")
-    tk_out, t_tk = timed(tk.encode_ordinary_batch, docs, num_threads=CORES)
+    tk_out, t_tk = best(tk.encode_ordinary_batch, docs, num_threads=CORES)
     n_tk = sum(len(x) for x in tk_out)
     r_hf, r_tk = t_hf / t_kiln, t_tk / t_kiln
     print(f"encode+pack {mb:.1f} MB on {CORES} cores: kiln {mb / t_kiln:.2f} MB/s ({n_kiln} tokens), "
