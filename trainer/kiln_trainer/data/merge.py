@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,57 +96,66 @@ def _val_keys(keys: list[tuple[int, int]], spec: DataSpec) -> set[tuple[int, int
     return val
 
 
+def _dedup(parts: list[Path], spec: DataSpec, rep: Report) -> tuple[list[tuple[int, int]], int]:
+    """Keys of the documents that survive dedup (in key order) and their number of text lines."""
+    keys, hashes, sigs, lines = _load_index(parts)
+    keep, exact, near = find_duplicates((bytes(h) for h in hashes), sigs, spec.dedup)
+    rep.add("dedup", "docs_in", len(keys))
+    rep.add("dedup", "exact_dropped", exact)
+    rep.add("dedup", "near_dropped", near)
+    rep.add("dedup", "kept", int(keep.sum()))
+    kept = [(int(a), int(b)) for a, b in keys[keep]]
+    if not kept:
+        raise EmptyDataset(f"no documents left to tokenize: {json.dumps(rep.counts)}")
+    return kept, int(lines[keep].sum())
+
+
+def _encode_into(parts: list[Path], kept: set[tuple[int, int]], val_keys: set[tuple[int, int]], model: Path,
+                 workers: int, spools: dict[str, Spool], rep: Report) -> None:
+    """Stream the kept documents through the encoder pool into the train/val spools."""
+    meta: deque[tuple[tuple[int, int], int, str]] = deque()
+
+    def texts() -> Iterator[str]:
+        for d in _kept_docs(parts, kept):
+            meta.append(((d["k"][0], d["k"][1]), d["c"], d["d"]))
+            yield d["t"]
+
+    bar = tqdm(total=len(kept), desc="encode+pack", unit="doc", disable=None)
+    for toks in encode_all(texts(), model, workers, spools["train"].dtype):
+        key, copies, domain = meta.popleft()  # encode_all keeps input order
+        split = "val" if key in val_keys else "train"
+        spools[split].write(toks, copies)
+        rep.add("tokens", split, len(toks) * copies)
+        rep.add("tokens_by_domain", domain, len(toks) * copies)
+        rep.add("documents_by_domain", domain, copies)
+        bar.update(1)
+    bar.close()
+    for s in spools.values():
+        s.close()
+
+
 def merge_parts(parts: list[Path], spec: DataSpec, workers: int, work: Path, rep: Report) -> Merged:
     with rep.timed("dedup"):
-        keys, hashes, sigs, lines = _load_index(parts)
-        keep, exact, near = find_duplicates((bytes(h) for h in hashes), sigs, spec.dedup)
-        rep.add("dedup", "docs_in", len(keys))
-        rep.add("dedup", "exact_dropped", exact)
-        rep.add("dedup", "near_dropped", near)
-        rep.add("dedup", "kept", int(keep.sum()))
-    kept_list = [(int(a), int(b)) for a, b in keys[keep]]
-    if not kept_list:
-        raise EmptyDataset(f"no documents left to tokenize: {json.dumps(rep.counts)}")
+        kept_list, total_lines = _dedup(parts, spec, rep)
     kept = set(kept_list)
     with rep.timed("tokenizer"):
         sample = work / "tokenizer-lines.txt"
-        n_lines = _sample_lines(_kept_docs(parts, kept), int(lines[keep].sum()), spec, sample)
-        rep.add("tokenizer", "training_lines", n_lines)
+        rep.add("tokenizer", "training_lines", _sample_lines(_kept_docs(parts, kept), total_lines, spec, sample))
         info = train_tokenizer(sample, work / "tokenizer", spec.tokenizer, workers)
         sample.unlink()
-    val_keys = _val_keys(kept_list, spec)
-    dtype = token_dtype(info.vocab_size)
-    spools = {s: Spool(work / f"{s}.spool", dtype) for s in ("train", "val")}
+    spools = {s: Spool(work / f"{s}.spool", token_dtype(info.vocab_size)) for s in ("train", "val")}
     with rep.timed("encode_pack"):
-        doc_iter = _kept_docs(parts, kept)
-        meta: list[tuple[tuple[int, int], int, str]] = []
-
-        def texts() -> Iterator[str]:
-            for d in doc_iter:
-                meta.append(((d["k"][0], d["k"][1]), d["c"], d["d"]))
-                yield d["t"]
-
-        bar = tqdm(total=len(kept_list), desc="encode+pack", unit="doc", disable=None)
-        for i, toks in enumerate(encode_all(texts(), work / "tokenizer.model", workers, dtype)):
-            key, copies, domain = meta[i]
-            split = "val" if key in val_keys else "train"
-            spools[split].write(toks, copies)
-            rep.add("tokens", split, len(toks) * copies)
-            rep.add("tokens_by_domain", domain, len(toks) * copies)
-            rep.add("documents_by_domain", domain, copies)
-            bar.update(1)
-        bar.close()
-        for s in spools.values():
-            s.close()
-        shard_dir = work / "shards"
+        _encode_into(parts, kept, _val_keys(kept_list, spec), work / "tokenizer.model", workers, spools, rep)
+        if not spools["train"].lengths:
+            raise EmptyDataset(f"data.packing.val_fraction: every one of the {len(kept)} documents went to "
+                               "validation; add data or lower val_fraction")
         shards: list[dict[str, Any]] = []
         files: dict[str, Path] = {}
         for split, count in (("train", spec.packing.num_shards), ("val", 1)):
-            if split == "val" and not spools["val"].lengths:
-                continue
-            for name, bin_path, idx_path, tokens, ndocs in cut_shards(spools[split], split, count, shard_dir):
-                shards.append(shard_entry(name, split, bin_path, idx_path, tokens, ndocs))
-                files[f"shards/{name}.bin"] = bin_path
-                files[f"shards/{name}.idx"] = idx_path
+            if spools[split].lengths:
+                for name, bin_path, idx_path, tokens, ndocs in cut_shards(spools[split], split, count, work / "shards"):
+                    shards.append(shard_entry(name, split, bin_path, idx_path, tokens, ndocs))
+                    files[f"shards/{name}.bin"] = bin_path
+                    files[f"shards/{name}.idx"] = idx_path
             os.unlink(spools[split].path)
     return Merged(info, work / "tokenizer.model", shards, files)
