@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -23,6 +24,7 @@ from kiln_devcluster.node.images import ImageMap, build_argv, runtime_env
 from kiln_devcluster.node.kube import MERGE_PATCH, Kube
 from kiln_devcluster.node.podstatus import Conditions, compute_phase, condition_values, now_iso
 from kiln_devcluster.node.volumes import VolumeBuilder
+from kiln_devcluster.procs import MARKER
 
 log = logging.getLogger(__name__)
 TICK = 0.25
@@ -185,6 +187,9 @@ class PodWorker:
         """argv, env and launch script of a container (raises UnknownImage / ConfigError)."""
         rule = self.node.images.resolve(spec.get("image") or "")
         base = runtime_env(rule.runtime, HOST_PATH, SHIM_DIR)
+        if MARKER in os.environ:
+            # Containers carry the cluster's process marker too, so `down` finds any the node left behind.
+            base[MARKER] = os.environ[MARKER]
         base["HOSTNAME"] = PodAddr.from_pod(self.pod, self.ip).hostname
         base.update(self.node.base_env(self.namespace))
         env = resolve_env(spec, self.pod, base, self.node.kube.get_secret, self.node.kube.get_configmap)
