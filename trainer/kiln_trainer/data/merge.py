@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,13 +135,21 @@ def _encode_into(parts: list[Path], kept: set[tuple[int, int]], val_keys: set[tu
         s.close()
 
 
+def _say(msg: str) -> None:
+    print(f"[prepare] {msg}", file=sys.stderr, flush=True)
+
+
 def merge_parts(parts: list[Path], spec: DataSpec, workers: int, work: Path, rep: Report) -> Merged:
     with rep.timed("dedup"):
         kept_list, total_lines = _dedup(parts, spec, rep)
+    _say(f"dedup: {rep.get('dedup', 'docs_in')} documents in, {len(kept_list)} kept "
+         f"({rep.get('dedup', 'exact_dropped')} exact, {rep.get('dedup', 'near_dropped')} near duplicates)")
     kept = set(kept_list)
     with rep.timed("tokenizer"):
         sample = work / "tokenizer-lines.txt"
-        rep.add("tokenizer", "training_lines", _sample_lines(_kept_docs(parts, kept), total_lines, spec, sample))
+        n_lines = _sample_lines(_kept_docs(parts, kept), total_lines, spec, sample)
+        rep.add("tokenizer", "training_lines", n_lines)
+        _say(f"tokenizer: SentencePiece BPE, vocab {spec.tokenizer.vocab_size}, on {n_lines} sampled lines")
         info = train_tokenizer(sample, work / "tokenizer", spec.tokenizer, workers)
         sample.unlink()
     spools = {s: Spool(work / f"{s}.spool", token_dtype(info.vocab_size)) for s in ("train", "val")}
