@@ -13,6 +13,7 @@ import yaml
 from clusterlib import REPO
 from kopf.testing import KopfRunner
 from kubernetes import client
+from waiting import wait_for
 
 GROUP, VERSION, PLURAL = "kiln.dev", "v1alpha1", "trainingruns"
 
@@ -35,6 +36,25 @@ def operator(cluster: Any, namespace: str, interval: float = 1.0) -> Iterator[Ko
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def run_namespace(cluster: Any, prefix: str) -> Iterator[str]:
+    """A fresh namespace with the S3 Secret. On exit its TrainingRuns are deleted while an operator
+    runs: kopf puts a finalizer on objects with timers, so only a running operator lets them go."""
+    from nodekit import namespace
+
+    with namespace(client.CoreV1Api(cluster.api), prefix) as ns:
+        s3_secret(cluster, ns)
+        try:
+            yield ns
+        finally:
+            custom = client.CustomObjectsApi(cluster.api)
+            if custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+                with operator(cluster, ns):
+                    custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+                    wait_for(lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"],
+                             120, f"TrainingRuns of {ns} deleted")
 
 
 def s3_secret(cluster: Any, namespace: str, name: str = "kiln-s3") -> None:

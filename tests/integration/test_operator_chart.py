@@ -13,7 +13,7 @@ import yaml
 from clusterlib import REPO
 from kubernetes import client
 from nodekit import namespace
-from operatorkit import children, condition, create_run, get_run, phase, s3_secret, tiny_run
+from operatorkit import children, condition, create_run, get_run, phase, run_namespace, tiny_run
 from test_operator_admission import install_crd
 from waiting import wait_for
 
@@ -54,7 +54,7 @@ def release(cluster: Any, has_helm: None) -> Iterator[tuple[str, str]]:
     operators on the shared cluster)."""
     install_crd(cluster)
     core = client.CoreV1Api(cluster.api)
-    with namespace(core, "chart") as ns, namespace(core, "runs") as watched:
+    with namespace(core, "chart") as ns, run_namespace(cluster, "runs") as watched:
         name = f"kiln-{uuid.uuid4().hex[:5]}"
         helm(cluster, "install", name, str(CHART), "-n", ns, "-f", str(CHART / "ci" / "devcluster-values.yaml"),
              "--set", f"operator.watchNamespace={watched}", "--wait", "--timeout", "4m")
@@ -67,7 +67,6 @@ def release(cluster: Any, has_helm: None) -> Iterator[tuple[str, str]]:
 def test_installed_operator_reconciles_and_passes_helm_test(cluster: Any, release: tuple[str, str],
                                                             s3_bucket: str) -> None:
     ns, watched = release
-    s3_secret(cluster, watched)
     body = tiny_run(cluster, s3_bucket, name="charted")
     create_run(cluster, watched, body)
     wait_for(lambda: phase(cluster, watched, "charted") in ("Preparing", "Training"), 120,

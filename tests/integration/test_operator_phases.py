@@ -9,8 +9,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from nodekit import namespace
-from operatorkit import condition, create_run, events, get_run, operator, phase, s3_secret, tiny_run
+from operatorkit import (
+    condition,
+    create_run,
+    events,
+    get_run,
+    operator,
+    phase,
+    run_namespace,
+    tiny_run,
+)
 from test_operator_admission import install_crd
 from waiting import wait_for
 
@@ -20,8 +28,7 @@ pytestmark = pytest.mark.timeout(1500)
 @pytest.fixture
 def ns(cluster: Any) -> Iterator[str]:
     install_crd(cluster)
-    with namespace(client.CoreV1Api(cluster.api), "walk") as name:
-        s3_secret(cluster, name)
+    with run_namespace(cluster, "walk") as name:
         yield name
 
 

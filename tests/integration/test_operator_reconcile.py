@@ -7,8 +7,17 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from nodekit import namespace
-from operatorkit import children, condition, create_run, events, get_run, operator, phase, s3_secret, tiny_run
+from operatorkit import (
+    children,
+    condition,
+    create_run,
+    events,
+    get_run,
+    operator,
+    phase,
+    run_namespace,
+    tiny_run,
+)
 from test_operator_admission import install_crd
 from waiting import wait_for
 
@@ -18,8 +27,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture
 def ns(cluster: Any) -> Iterator[str]:
     install_crd(cluster)
-    with namespace(client.CoreV1Api(cluster.api), "op") as name:
-        s3_secret(cluster, name)
+    with run_namespace(cluster, "op") as name:
         yield name
 
 
