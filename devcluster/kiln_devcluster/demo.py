@@ -49,8 +49,10 @@ def _bin() -> Path:
 
 def install_chart(env: dict[str, str]) -> None:
     helm = str(_bin() / "helm")
-    _run([helm, "upgrade", "--install", "kiln", str(REPO_ROOT / "charts" / "kiln"), "--namespace", "kiln-system",
-          "--create-namespace", "--wait", "--timeout", "5m"], env)
+    chart = REPO_ROOT / "charts" / "kiln"
+    # devcluster-values.yaml names the operator image the process node maps to this checkout's venv.
+    _run([helm, "upgrade", "--install", "kiln", str(chart), "--namespace", "kiln-system", "--create-namespace",
+          "-f", str(chart / "ci" / "devcluster-values.yaml"), "--wait", "--timeout", "5m"], env)
 
 
 def prepare_storage(env: dict[str, str]) -> None:

@@ -38,11 +38,14 @@ def _wait_phase(cluster, name: str, phases: tuple[str, ...], timeout: float = RU
 @pytest.fixture(scope="module")
 def kiln_installed(cluster):
     helm = str(cluster.bin / "helm")
-    out = subprocess.run([helm, "upgrade", "--install", "kiln", str(REPO / "charts" / "kiln"), "-n", "kiln-system",
-                          "--create-namespace", "--wait", "--timeout", "5m", f"--kubeconfig={cluster.kubeconfig}"],
+    chart = REPO / "charts" / "kiln"
+    cluster.kubectl("create", "namespace", NS, check=False)
+    # The operator watches only NS, so it never meets runs of other tests on the same cluster.
+    out = subprocess.run([helm, "upgrade", "--install", "kiln-e2e", str(chart), "-n", NS,
+                          "-f", str(chart / "ci" / "devcluster-values.yaml"), "--set", f"operator.watchNamespace={NS}",
+                          "--wait", "--timeout", "5m", f"--kubeconfig={cluster.kubeconfig}"],
                          capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout + out.stderr
-    cluster.kubectl("create", "namespace", NS, check=False)
     cluster.kubectl("-n", NS, "delete", "deployment", TARGET, f"{TARGET}-canary", "--ignore-not-found")
     s3 = cluster.s3_client()
     if "kiln" not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
