@@ -101,6 +101,18 @@ def test_volumes_env_and_in_cluster_api_access(core, ns):
     assert "cfg hi there" in logs and "sec t0p t0p" in logs and "scratch w" in logs and "cwd /scratch" in logs
 
 
+def test_configmap_volume_follows_updates(core, ns):
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "live"}, "data": {"version": "1"}})
+    script = "import time\nwhile True:\n    print(open('/live/version').read(), flush=True); time.sleep(0.5)\n"
+    manifest = pod("reader", ["python", "-c", script], restart="Always",
+                   volumeMounts=[{"name": "live", "mountPath": "/live", "readOnly": True}])
+    manifest["spec"]["volumes"] = [{"name": "live", "configMap": {"name": "live"}}]
+    core.create_namespaced_pod(ns, manifest)
+    wait_for(lambda: "1" in pod_log(core, ns, "reader"), 60, "the first version read")
+    core.patch_namespaced_config_map("live", ns, {"data": {"version": "2"}})
+    wait_for(lambda: pod_log(core, ns, "reader", tail_lines=1) == "2\n", 40, "the update seen in the running pod")
+
+
 def test_missing_secret_key_gives_create_container_config_error(core, ns):
     core.create_namespaced_secret(ns, {"metadata": {"name": "creds"}, "stringData": {"user": "u"}})
     manifest = pod("nokey", ["python", "-c", "print(1)"],

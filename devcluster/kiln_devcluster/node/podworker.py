@@ -28,6 +28,7 @@ from kiln_devcluster.procs import MARKER
 
 log = logging.getLogger(__name__)
 TICK = 0.25
+VOLUME_SYNC_SECONDS = 10.0  # ConfigMap/Secret volume contents follow the API this often (kubelet: ~1 min)
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHIM_DIR = Path(__file__).resolve().parent / "shims"
 
@@ -80,6 +81,7 @@ class PodWorker:
         self.created_paths: list[tuple[str, Path]] = []
         self.mount_targets: set[str] = set()
         self.sandbox_released = False
+        self.volumes_refresh_at = time.monotonic() + VOLUME_SYNC_SECONDS
         self.thread = threading.Thread(target=self._run, name=f"pod-{self.namespace}-{self.name}", daemon=True)
 
     # -- inputs -----------------------------------------------------------------------------------
@@ -111,8 +113,7 @@ class PodWorker:
                 if self.sandbox_ready and not self.volumes_ready:
                     self._setup_volumes()
                 if self.volumes_ready:
-                    if self.volumes is not None:
-                        self.volumes.refresh_tokens()
+                    self._refresh_volumes()
                     self._sync_containers()
                 self._report()
                 if self.netns_path and self.last_status and self.last_status["phase"] in ("Succeeded", "Failed"):
@@ -154,6 +155,12 @@ class PodWorker:
             self.volumes = None
             self.wake.wait(2)
 
+    def _refresh_volumes(self) -> None:
+        now = time.monotonic()
+        if self.volumes is not None and now >= self.volumes_refresh_at:
+            self.volumes.refresh()
+            self.volumes_refresh_at = now + VOLUME_SYNC_SECONDS
+
     def _sync_containers(self) -> None:
         for runner in self.init:
             if runner.record.state == "terminated" and runner.record.exit_code == 0:
@@ -174,6 +181,8 @@ class PodWorker:
             return
         if rec.state == "terminated":
             return  # finished for good (restart policy says no)
+        if runner.ever_ran and self.volumes is not None and time.monotonic() >= runner.restart_at:
+            self.volumes.refresh()  # a restarted container sees current ConfigMap/Secret contents
         runner.try_start(self._prepare, self.netns_path)
 
     def _after_exit(self, runner: ContainerRunner, is_init: bool) -> None:

@@ -51,14 +51,19 @@ class VolumeBuilder:
             paths[vol["name"]] = self._build(vol)
         return paths
 
-    def refresh_tokens(self) -> None:
-        """Re-request projected tokens once 80 % of their lifetime has passed."""
-        if self._token_due and time.monotonic() >= self._token_due:
-            for vol in self.pod["spec"].get("volumes") or []:
-                if vol.get("projected"):
-                    self._projected(vol["projected"], self.root / vol["name"])
+    def refresh(self) -> None:
+        """Rewrite ConfigMap/Secret/downward-API contents (the kubelet syncs them into running pods
+        too); projected tokens only once 80 % of their lifetime has passed. A source that vanished
+        meanwhile leaves the last contents in place."""
+        tokens = bool(self._token_due) and time.monotonic() >= self._token_due
+        for vol in self.pod["spec"].get("volumes") or []:
+            if any(vol.get(k) for k in ("configMap", "secret", "downwardAPI", "projected")):
+                try:
+                    self._build(vol, tokens=tokens)
+                except ConfigError:
+                    pass
 
-    def _build(self, vol: Mapping[str, Any]) -> Path:
+    def _build(self, vol: Mapping[str, Any], tokens: bool = True) -> Path:
         name = vol["name"]
         target = self.root / name
         if vol.get("hostPath"):
@@ -82,7 +87,7 @@ class VolumeBuilder:
         elif vol.get("downwardAPI"):
             self._downward(vol["downwardAPI"].get("items") or [], target)
         elif vol.get("projected"):
-            self._projected(vol["projected"], target)
+            self._projected(vol["projected"], target, tokens)
         else:
             kinds = sorted(k for k in vol if k != "name")
             raise ConfigError(f"volume {name}: unsupported volume source {kinds} on the kiln process node")
@@ -113,9 +118,11 @@ class VolumeBuilder:
                 raise ConfigError(f"downwardAPI item {item.get('path')}: only fieldRef is supported")
             write_file(target / item["path"], value.encode(), item.get("mode") or 0o644)
 
-    def _projected(self, projected: Mapping[str, Any], target: Path) -> None:
+    def _projected(self, projected: Mapping[str, Any], target: Path, tokens: bool) -> None:
         for src in projected.get("sources") or []:
             if src.get("serviceAccountToken"):
+                if not tokens:
+                    continue
                 sat = src["serviceAccountToken"]
                 seconds = int(sat.get("expirationSeconds") or TOKEN_SECONDS)
                 sa = self.pod["spec"].get("serviceAccountName") or "default"
