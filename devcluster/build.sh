@@ -96,8 +96,15 @@ build_etcd() {
 }
 
 build_helm() {
-  local ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-  go_build helm "$HELM_VERSION" "$HERE/build/helm" "$ld" helm.sh/helm/v3/cmd/helm
+  local ld="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" minor="${K8S_VERSION#v1.}" pkg
+  minor="${minor%%.*}"
+  # The Kubernetes version `helm lint`/`helm template` assume (upstream's Makefile sets these too;
+  # unset they say 1.20): the version of the cluster we build.
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  # The assumed Kubernetes version is part of the cache key: a new pin rebuilds helm.
+  go_build helm "$HELM_VERSION-kube1.$minor" "$HERE/build/helm" "$ld" helm.sh/helm/v3/cmd/helm
 }
 
 build_training_operator() {
@@ -140,4 +147,6 @@ main() {
   log "all done in $((SECONDS - total_start))s; binaries in $CURRENT"
 }
 
-main "$@"
+# On one line with exit: bash reads scripts as it runs them, so an edit of this
+# file during a long build must not be read after main returns.
+main "$@"; exit $?
