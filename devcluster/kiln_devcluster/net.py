@@ -29,7 +29,11 @@ class BridgeConfig:
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True)
+    out = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        # Typically: not root (CAP_NET_ADMIN is needed for the bridge).
+        raise RuntimeError(f"ip {' '.join(args)} failed: {out.stderr.strip()}")
+    return out
 
 
 def bridge_exists(cfg: BridgeConfig = BridgeConfig()) -> bool:
