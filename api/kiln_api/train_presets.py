@@ -35,7 +35,7 @@ def tiny_cpu(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA)
         run=run,
         storage_uri=storage_uri,
         data=DataConfig(path=data_path),
-        model=ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128),
+        model=ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128),
         optim=OptimConfig(lr=3e-3, weight_decay=0.01),
         schedule=ScheduleConfig(warmup_steps=5, max_steps=40),
         batch=BatchConfig(global_batch_size=8, micro_batch_size=4, seq_len=64),
@@ -53,7 +53,7 @@ def _gpu(
         data=DataConfig(path=data_path),
         model=model,
         optim=OptimConfig(lr=lr, weight_decay=0.1),
-        schedule=ScheduleConfig(warmup_steps=2000, max_tokens=20 * 10**9),
+        schedule=ScheduleConfig(warmup_steps=2000, max_steps=None, max_tokens=20 * 10**9),
         batch=BatchConfig(global_batch_size=256, micro_batch_size=micro, seq_len=model.max_seq_len),
         precision=PrecisionConfig(bf16=True),
         zero=ZeroConfig(stage=zero),
@@ -71,20 +71,21 @@ def gpt_125m(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA)
 def gpt_1b(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA) -> TrainConfig:
     """~1.2B parameters (OLMo-1B-like shape), bf16 + ZeRO-2, activation checkpointing."""
     model = ModelConfig(
-        vocab_size=50304, d_model=2048, n_layers=16, n_heads=16, max_seq_len=2048, activation_checkpointing=True
+        vocab_size=50304, d_model=2048, n_layers=16, n_heads=16, ffn_hidden=8192, max_seq_len=2048,
+        activation_checkpointing=True,
     )
     return _gpu(run, storage_uri, data_path, model, lr=4e-4, micro=8, zero=2)
 
 
 def gpt_7b(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA) -> TrainConfig:
-    """Llama-7B-like shape with grouped-query attention, bf16 + ZeRO-3, activation checkpointing."""
+    """Mistral-7B-like shape (grouped-query attention, 8 KV heads), bf16 + ZeRO-3, activation checkpointing."""
     model = ModelConfig(
         vocab_size=50304,
         d_model=4096,
         n_layers=32,
         n_heads=32,
         n_kv_heads=8,
-        ffn_hidden=11008,
+        ffn_hidden=14336,
         max_seq_len=4096,
         activation_checkpointing=True,
     )

@@ -51,8 +51,8 @@ def test_batch_not_divisible_by_world() -> None:
 
 
 def test_vocab_mismatch_with_data() -> None:
-    with pytest.raises(ConfigError, match=r"^model.vocab_size: 512 is smaller than .*vocab_size=2000"):
-        _cfg().check_data(2000, None)
+    with pytest.raises(ConfigError, match=r"^model.vocab_size: 2048 is smaller than .*vocab_size=4000"):
+        _cfg().check_data(4000, None)
     with pytest.raises(ConfigError, match=r"^model.objective"):
         _cfg(model={"objective": "masked"}).check_data(300, None)
 

@@ -124,7 +124,7 @@ def test_loss_spike_rolls_back_and_skips_the_window(text_dataset: Path, tmp_path
 def test_distillation_moves_student_toward_teacher(text_dataset: Path, tmp_path: Path) -> None:
     teacher_cfg = _short(tmp_path / "teacher", text_dataset, steps=10, every=10)
     run_training(teacher_cfg)
-    teacher = f"file://{tmp_path}/teacher/store/runs/t/checkpoints/step-00000010"
+    teacher = f"file://{tmp_path}/teacher/store/runs/t/checkpoints"  # the run's folder: newest commit wins
     student = _short(tmp_path / "student", text_dataset, steps=8, every=8,
                      distill={"teacher": teacher, "alpha": 1.0, "temperature": 2.0}, optim={"lr": 0.01})
     out = run_training(student)
@@ -168,3 +168,21 @@ def test_masked_lm_with_classic_block_learns(text_dataset: Path, tmp_path: Path)
                                                                    "n_kv_heads": None})
     losses = _losses(run_training(cfg))
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses
+
+
+def test_trains_on_a_prepared_dataset(tmp_path: Path) -> None:
+    """The real data path: `kiln-trainer prepare` output (SentencePiece, shards, manifest)."""
+    from kiln_trainer.data.prepare import main as prepare
+
+    spec = (Path(__file__).resolve().parents[3] / "examples/data/tiny.yaml").read_text()
+    (tmp_path / "prep.yaml").write_text(spec.replace("file:///tmp/kiln-data", f"file://{tmp_path}/prepared"))
+    assert prepare(str(tmp_path / "prep.yaml")) == 0
+    (dataset,) = (tmp_path / "prepared/datasets").iterdir()
+    cfg = _short(tmp_path, dataset, steps=4, every=4, model={"vocab_size": 2000})
+    out = run_training(cfg)
+    assert out.history[-1]["loss"] < out.history[0]["loss"]
+    folder = tmp_path / "store/runs/t/checkpoints/step-00000004"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["data_hash"] == dataset.name and "tokenizer.model" in manifest["files"]
+    with pytest.raises(ValueError, match="^model.vocab_size: 1000 is smaller"):
+        run_training(_short(tmp_path / "b", dataset, steps=4, every=4, model={"vocab_size": 1000}))

@@ -55,8 +55,10 @@ def _broadcast(obj: Any) -> Any:
 
 
 class Checkpointer:
-    def __init__(self, cfg: TrainConfig, ckpts: RunCheckpoints, rank: int, world: int) -> None:
+    def __init__(self, cfg: TrainConfig, ckpts: RunCheckpoints, rank: int, world: int,
+                 extra_files: list[Path] | None = None) -> None:
         self.cfg, self.ckpts, self.rank, self.world = cfg, ckpts, rank, world
+        self.extra_files = extra_files or []  # e.g. tokenizer.model, copied into every checkpoint by rank 0
         self.local = Path(cfg.checkpoint.local_dir) / cfg.run
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -80,6 +82,8 @@ class Checkpointer:
         torch.save(rng_state(), folder / f"kiln_rank_{self.rank:05d}.pt")
         if self.rank == 0:
             (folder / MODEL_CONFIG).write_text(model_config_json(self.cfg.model))
+            for extra in self.extra_files:
+                shutil.copyfile(extra, folder / extra.name)
         dist.barrier()  # every rank's local files are complete before anyone lists the folder
         mine = [p for p in folder.iterdir() if p.is_file() and owner_rank(p.name) == self.rank]
         stall = time.perf_counter() - t0

@@ -62,8 +62,11 @@ class RunCheckpoints:
     prefix: str
     concurrency: int = 8
 
+    def _key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
     def folder(self, step: int) -> str:
-        return f"{self.prefix}/{step_folder(step)}"
+        return self._key(step_folder(step))
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -122,7 +125,7 @@ class RunCheckpoints:
             self.store.put_bytes(f"{folder}/{COMMIT}", marker, if_absent=True)
         except AlreadyExists as e:
             raise CheckpointError(f"{folder}: already committed by another writer; refusing to overwrite") from e
-        self.store.put_bytes(f"{self.prefix}/{LATEST}", step_folder(step).encode())
+        self.store.put_bytes(self._key(LATEST), step_folder(step).encode())
         return digest
 
     def uncommit(self, step: int) -> None:
@@ -147,15 +150,16 @@ class RunCheckpoints:
 
     def all_steps(self) -> list[int]:
         steps = set()
-        for key in self.store.list(self.prefix + "/"):
-            rel = key[len(self.prefix) + 1 :] if key.startswith(self.prefix + "/") else key
+        below = self._key("")
+        for key in self.store.list(below):
+            rel = key[len(below) :] if below and key.startswith(below) else key
             m = _STEP_DIR.match(rel.split("/", 1)[0])
             if m:
                 steps.add(int(m.group(1)))
         return sorted(steps)
 
     def committed_steps(self) -> list[int]:
-        keys = set(self.store.list(self.prefix + "/"))
+        keys = set(self.store.list(self._key("")))
         return [s for s in self.all_steps() if f"{self.folder(s)}/{COMMIT}" in keys]
 
     def manifest(self, step: int) -> dict[str, Any]:

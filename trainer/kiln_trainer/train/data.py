@@ -36,6 +36,10 @@ class TokenSplits:
     """End-of-document token (separates documents in the flat arrays)."""
     mask_id: int | None = None
     """Mask token for masked LM (None if the tokenizer has none)."""
+    tokenizer_path: Path | None = None
+    """The tokenizer model file; copied into every checkpoint so export finds it there."""
+    data_hash: str | None = None
+    """The prepared dataset's content hash, recorded in checkpoint manifests."""
 
 
 def write_flat_dataset(
@@ -190,4 +194,6 @@ def load_splits(path: str, train_split: str, val_split: str, cache_dir: Path) ->
         vocab_size=int(tok["vocab_size"]),
         eos_id=int(tok["eos_id"]),
         mask_id=None if tok.get("mask_id") is None else int(tok["mask_id"]),
+        tokenizer_path=ds.tokenizer_path if ds.tokenizer_path.is_file() else None,
+        data_hash=ds.manifest.get("data_hash"),
     )

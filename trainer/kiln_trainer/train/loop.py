@@ -200,6 +200,7 @@ class Trainer:
             "run": self.cfg.run,
             "config_hash": self.cfg.compat_hash(),
             "tokens": self.state.tokens,
+            "data_hash": self.splits.data_hash,
             "metrics": {k: last.get(k) for k in ("loss", "val_loss")},
             "created_at": time.time(),
         }

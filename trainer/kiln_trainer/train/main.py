@@ -51,7 +51,8 @@ def run_training(cfg: TrainConfig, hooks: Hooks | None = None,
     n_params = count_params(cfg.model)
     engine = build.build_engine(cfg, model, env.world_size)
     store, ckpts = build.open_run_store(cfg)
-    ckpt = Checkpointer(cfg, ckpts, env.rank, env.world_size)
+    extra = [splits.tokenizer_path] if splits.tokenizer_path else []
+    ckpt = Checkpointer(cfg, ckpts, env.rank, env.world_size, extra_files=extra)
     sinks = build.build_sinks(cfg, store, env.rank, progress)
     preempt = PreemptionFlag(cfg.faults.sigterm_grace_seconds)
     try:

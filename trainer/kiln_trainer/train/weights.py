@@ -2,6 +2,8 @@
 
 A folder (file:// or s3://, local path) holds `model_config.json` and either `model.safetensors`
 (an export) or a committed kiln checkpoint (DeepSpeed files; ZeRO-3 shards are consolidated).
+It may also be a run's `checkpoints/` folder: then the newest committed checkpoint whose files
+verify against its manifest is used.
 """
 
 from __future__ import annotations
@@ -11,21 +13,26 @@ import tempfile
 from pathlib import Path
 
 import torch
+from kiln_api.s3layout import step_folder
 from kiln_api.train_config import ModelConfig
 
-from kiln_trainer.train.commit import COMMIT, MANIFEST, MODEL_CONFIG, CheckpointError
+from kiln_trainer.train.commit import COMMIT, MANIFEST, MODEL_CONFIG, CheckpointError, RunCheckpoints
 
 
 def _local_copy(uri: str, scratch: Path) -> Path:
-    if not uri.startswith("s3://"):
-        return Path(uri.removeprefix("file://"))
     from kiln_trainer.storage import open_store
 
+    if not uri.startswith(("s3://", "file://")):
+        uri = f"file://{Path(uri).resolve()}"
     store = open_store(uri)
-    keys = store.list()
-    if not keys:
-        raise CheckpointError(f"{uri}: nothing there")
-    for key in keys:
+    if not store.exists(MODEL_CONFIG):  # a run's checkpoints/ folder: pick the newest valid commit
+        found = RunCheckpoints(store, "").fetch_newest_valid(lambda s: scratch / step_folder(s))
+        if found is None:
+            raise CheckpointError(f"{uri}: no {MODEL_CONFIG} and no committed checkpoint below it")
+        return scratch / step_folder(found[0])
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    for key in store.list():
         store.get_file(key, scratch / key)
     return scratch
 
