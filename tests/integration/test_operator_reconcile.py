@@ -71,3 +71,21 @@ def test_children_survive_operator_restart_without_duplicates(cluster: Any, ns: 
     assert ref.uid == run["metadata"]["uid"] and ref.controller is True
     assert run["status"]["phase"] in ("Preparing", "Training")
     assert condition(run, "Prepared")["reason"] in ("InProgress", "Completed")
+
+
+def test_trainer_identity_may_patch_only_its_own_status(cluster: Any, ns: str, s3_bucket: str) -> None:
+    create_run(cluster, ns, tiny_run(cluster, s3_bucket))
+    create_run(cluster, ns, tiny_run(cluster, s3_bucket, name="other"))
+    with operator(cluster, ns):
+        wait_for(lambda: ("RoleBinding", "tiny-trainer") in children(cluster, ns, "tiny"), 60, "tiny's RBAC")
+    who = f"--as=system:serviceaccount:{ns}:tiny-trainer"
+
+    def can(*args: str) -> bool:
+        out = cluster.kubectl("auth", "can-i", *args, "-n", ns, who, check=False)
+        return out.stdout.strip() == "yes"
+
+    assert can("patch", "trainingruns.kiln.dev/tiny", "--subresource=status")
+    assert not can("patch", "trainingruns.kiln.dev/other", "--subresource=status")
+    assert not can("patch", "trainingruns.kiln.dev/tiny")  # the spec stays the user's
+    assert not can("get", "secrets")
+    assert not can("create", "pods")
