@@ -73,8 +73,10 @@ def test_installed_operator_reconciles_and_passes_helm_test(cluster: Any, releas
              "installed operator moves the run to Preparing")
     run = get_run(cluster, watched, "charted")
     assert condition(run, "Ready")["reason"] in ("PreflightPassed", "DataPrepared")
-    got = children(cluster, watched, "charted")
-    assert ("Job", "charted-prepare") in got and ("Role", "charted-trainer") in got
+    # The operator pod's RBAC lets it create every child kind (the Job comes on the next tick).
+    got = wait_for(lambda: (c := children(cluster, watched, "charted")).get(("Job", "charted-prepare")) and c,
+                   60, "prepare Job created by the installed operator")
+    assert ("Role", "charted-trainer") in got and ("ConfigMap", "charted-config") in got
     deployments = client.AppsV1Api(cluster.api).list_namespaced_deployment(ns).items
     (deploy,) = deployments
     pod_sc = deploy.spec.template.spec.containers[0].security_context
