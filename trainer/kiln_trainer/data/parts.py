@@ -90,8 +90,10 @@ def process_file(f: InputFile) -> tuple[list[Doc], Report]:
             docs.append(Doc((f.index, raw.record), copies, src.domain, text,
                             exact_hash(dedup_key(text)), _HASHER.signature(text), lines))
     except SkipFile as e:
+        # the whole file is skipped, also when it broke after some documents: count only the skip
+        rep = Report()
         rep.add("input", f"files_skipped:{e.reason}")
-        rep.extra.setdefault("skipped_files", []).append(str(e))
+        rep.extra["skipped_files"] = [str(e)]
         return [], rep
     rep.add("input", "files_read")
     for reason, n in skips.items():

@@ -10,15 +10,18 @@ no record of a file has the field: that is a typo in the config, so it is an err
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import fnmatch
 import glob
 import gzip
-import io
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from kiln_api.data_config import DataSpecError, SourceSpec
 
@@ -119,48 +122,84 @@ def list_inputs(sources: tuple[SourceSpec, ...], base_dir: str = "") -> list[Inp
     return out
 
 
-def read_raw(uri: str) -> bytes:
-    """The file's bytes, decompressed by suffix. Raises SkipFile for unreadable local files."""
-    if uri.startswith("s3://"):
-        from kiln_trainer.storage import open_store
+_HEAD = 65536  # bytes checked for NUL and UTF-8 before a file is accepted as text
 
-        bucket, _, key = uri[len("s3://"):].partition("/")
-        data = open_store(f"s3://{bucket}").get_bytes(key)  # access errors are fatal, not skips
-    else:
-        try:
-            data = Path(uri).read_bytes()
-        except OSError as e:
-            raise SkipFile("unreadable", f"{uri}: {e.strerror or e}") from e
+
+@contextlib.contextmanager
+def _local_path(uri: str) -> Iterator[Path]:
+    """A local path for the file: itself, or a temporary download of an s3:// object."""
+    if not uri.startswith("s3://"):
+        yield Path(uri)
+        return
+    from kiln_trainer.storage import open_store
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    fd, tmp = tempfile.mkstemp(prefix="kiln-src-")
+    os.close(fd)
+    try:
+        open_store(f"s3://{bucket}").get_file(key, tmp)  # access errors are fatal, not skips
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _open_stream(path: Path, uri: str) -> BinaryIO:
+    """The file's bytes as a stream, decompressed by suffix; SkipFile if it cannot be opened."""
     try:
         if uri.endswith(".gz"):
-            data = gzip.decompress(data)
-        elif uri.endswith(".zst"):
+            return gzip.open(path, "rb")
+        if uri.endswith(".zst"):
             import zstandard
 
-            data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-    except Exception as e:  # noqa: BLE001 - any decompression failure is the same counted skip
-        raise SkipFile("unreadable", f"{uri}: cannot decompress ({e})") from e
-    return data
+            return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # noqa: SIM115
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as e:
+        raise SkipFile("unreadable", f"{uri}: {e.strerror or e}") from e
 
 
-def _decode_text(data: bytes, uri: str) -> str:
-    if b"\x00" in data[:65536]:
-        raise SkipFile("binary", f"{uri}: NUL bytes, not text")
+def _read(raw: BinaryIO, n: int, uri: str) -> bytes:
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SkipFile("binary", f"{uri}: not UTF-8 ({e.reason} at byte {e.start})") from e
+        return raw.read(n)
+    except Exception as e:  # noqa: BLE001 - gzip/zlib/zstd/OS errors all mean the same counted skip
+        raise SkipFile("unreadable", f"{uri}: cannot read or decompress ({e})") from e
 
 
-def _split_txt(text: str, how: str) -> Iterator[str]:
+def iter_lines(path: Path, uri: str) -> Iterator[str]:
+    """Lines (without "\\n" or "\\r") streamed from a text file of any size.
+
+    The first 64 KiB decide whether it is text (no NUL, valid UTF-8), else SkipFile("binary");
+    a stray bad byte later becomes U+FFFD, which the bad-character filter then counts."""
+    with _open_stream(path, uri) as raw:
+        block = _read(raw, _HEAD, uri)
+        if b"\x00" in block:
+            raise SkipFile("binary", f"{uri}: NUL bytes, not text")
+        try:
+            codecs.getincrementaldecoder("utf-8")("strict").decode(block, final=False)
+        except UnicodeDecodeError as e:
+            raise SkipFile("binary", f"{uri}: not UTF-8 ({e.reason} at byte {e.start})") from e
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        rest = ""
+        while block:
+            lines = (rest + decoder.decode(block)).split("\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line.rstrip("\r")
+            block = _read(raw, 1 << 20, uri)
+        rest += decoder.decode(b"", final=True)
+        if rest:
+            yield rest.rstrip("\r")
+
+
+def _split_txt(lines: Iterator[str], how: str) -> Iterator[str]:
     if how == "file":
-        yield text
+        yield "\n".join(lines)
         return
     if how == "line":
-        yield from text.splitlines()
+        yield from lines
         return
     block: list[str] = []
-    for line in text.splitlines():
+    for line in lines:
         if line.strip():
             block.append(line)
         elif block:
@@ -170,10 +209,10 @@ def _split_txt(text: str, how: str) -> Iterator[str]:
         yield "\n".join(block)
 
 
-def _jsonl_docs(text: str, src: SourceSpec, uri: str, field: str, counts: dict[str, int]) -> Iterator[RawDoc]:
+def _jsonl_docs(lines: Iterator[str], src: SourceSpec, uri: str, field: str, counts: dict[str, int]) -> Iterator[RawDoc]:
     with_field = 0
     records = 0
-    for n, line in enumerate(text.splitlines()):
+    for n, line in enumerate(lines):
         if not line.strip():
             continue
         records += 1
@@ -195,34 +234,36 @@ def _jsonl_docs(text: str, src: SourceSpec, uri: str, field: str, counts: dict[s
         )
 
 
-def _parquet_docs(data: bytes, src: SourceSpec, uri: str, field: str) -> Iterator[RawDoc]:
+def _parquet_docs(path: Path, src: SourceSpec, uri: str, field: str) -> Iterator[RawDoc]:
+    """Rows streamed by record batch, reading only the text (and date) columns."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(io.BytesIO(data))
+        pf = pq.ParquetFile(path)
     except Exception as e:  # noqa: BLE001
         raise SkipFile("unreadable", f"{uri}: not a parquet file ({e})") from e
-    if src.text_field not in table.column_names:
-        raise DataSpecError(
-            f"{field}.text_field: {uri} has no column {src.text_field!r} (columns: {', '.join(table.column_names)})"
-        )
-    texts = table.column(src.text_field).to_pylist()
-    dates = table.column(src.date_field).to_pylist() if src.date_field in table.column_names else None
-    for n, value in enumerate(texts):
-        if isinstance(value, str):
-            yield RawDoc(n, value, str(dates[n]) if dates and dates[n] is not None else "")
+    names = pf.schema_arrow.names
+    if src.text_field not in names:
+        raise DataSpecError(f"{field}.text_field: {uri} has no column {src.text_field!r} (columns: {', '.join(names)})")
+    columns = [src.text_field] + ([src.date_field] if src.date_field in names else [])
+    n = 0
+    for batch in pf.iter_batches(batch_size=1024, columns=columns):
+        texts = batch.column(0).to_pylist()
+        dates = batch.column(1).to_pylist() if len(columns) > 1 else [None] * len(texts)
+        for value, date in zip(texts, dates, strict=True):
+            if isinstance(value, str):
+                yield RawDoc(n, value, "" if date is None else str(date))
+            n += 1
 
 
 def read_docs(f: InputFile, src: SourceSpec, counts: dict[str, int]) -> Iterator[RawDoc]:
-    """The documents of one file. Counted skips go into `counts`; SkipFile skips the whole file."""
+    """The documents of one file, streamed. Counted skips go into `counts`; SkipFile skips the file."""
     field = f"data.sources[{f.source_index}]"
-    data = read_raw(f.uri)
-    if src.format == "parquet":
-        yield from _parquet_docs(data, src, f.uri, field)
-        return
-    text = _decode_text(data, f.uri)
-    if src.format == "jsonl":
-        yield from _jsonl_docs(text, src, f.uri, field, counts)
-        return
-    for n, piece in enumerate(_split_txt(text, src.txt_split)):
-        yield RawDoc(n, piece)
+    with _local_path(f.uri) as path:
+        if src.format == "parquet":
+            yield from _parquet_docs(path, src, f.uri, field)
+        elif src.format == "jsonl":
+            yield from _jsonl_docs(iter_lines(path, f.uri), src, f.uri, field, counts)
+        else:
+            for n, piece in enumerate(_split_txt(iter_lines(path, f.uri), src.txt_split)):
+                yield RawDoc(n, piece)
