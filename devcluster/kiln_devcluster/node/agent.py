@@ -81,7 +81,7 @@ class ProcessNode:
         self.finished: set[str] = set()
         self.lock = threading.Lock()
         self.hosts = HostsBook()
-        self.proxy = ServiceProxy()
+        self.proxy = ServiceProxy(host_ips=(cfg.node_ip,))
         self.registration = NodeRegistration(cfg, self.kube, self.stop)
         self.services = Informer("services", self.kube.core.list_service_for_all_namespaces, self.kube.to_dict,
                                  self._on_network_change, self.stop)

@@ -67,8 +67,9 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 class ServiceProxy:
     """Owns the listeners and the /32 addresses; :meth:`update` is called with the full route list."""
 
-    def __init__(self, device: str = "lo") -> None:
+    def __init__(self, device: str = "lo", host_ips: tuple[str, ...] = ()) -> None:
         self.device = device
+        self.host_ips = set(host_ips) | {"127.0.0.1"}
         self.loop = asyncio.new_event_loop()
         self.listeners: dict[tuple[str, int], _Listener] = {}
         self.addresses: set[str] = set()
@@ -88,6 +89,14 @@ class ServiceProxy:
         for ip in {r.cluster_ip for r in routes} - self.addresses:
             self._add_address(ip)
         for key, route in wanted.items():
+            if self._host_served(route):
+                # The backend is a host process on the same port (e.g. S3 behind manual Endpoints): its
+                # 0.0.0.0 listener answers on the ClusterIP already, and a listener of ours would keep
+                # it from binding when it restarts.
+                old = self.listeners.pop(key, None)
+                if old is not None and old.server is not None:
+                    old.server.close()
+                continue
             if key in self.listeners:
                 self.listeners[key].route = route
                 continue
@@ -108,6 +117,9 @@ class ServiceProxy:
                     log.warning("cannot listen on %s:%s for %s: %s", *key, route.service, exc)
         for ip in self.addresses - {r.cluster_ip for r in routes}:
             self._del_address(ip)
+
+    def _host_served(self, route: Route) -> bool:
+        return bool(route.backends) and all(ip in self.host_ips and port == route.port for ip, port in route.backends)
 
     def _add_address(self, ip: str) -> None:
         proc = subprocess.run(["ip", "addr", "add", f"{ip}/32", "dev", self.device], capture_output=True, text=True)
