@@ -58,8 +58,11 @@ class JobWatch:
         self._t.start()
 
     def _loop(self, batch: client.BatchV1Api, ns: str) -> None:
-        for ev in self._w.stream(batch.list_namespaced_job, ns, timeout_seconds=0):
-            self.seen.setdefault(ev["object"].metadata.name, time.monotonic())
+        try:
+            for ev in self._w.stream(batch.list_namespaced_job, ns, timeout_seconds=0):
+                self.seen.setdefault(ev["object"].metadata.name, time.monotonic())
+        except Exception:  # noqa: BLE001 - the stream is cut when the namespace goes; results are taken by then
+            return
 
     def stop(self) -> None:
         self._w.stop()

@@ -47,6 +47,24 @@ def _apply(body: kopf.Body, patch: kopf.Patch, status: dict[str, Any], t: Transi
     metrics.TRANSITIONS.labels(to=t.to, reason=t.reason).inc()
 
 
+MAX_STEPS_PER_TICK = 4
+"""Phases a run may pass in one reconcile (e.g. Pending → Preparing and the prepare Job at once)."""
+
+
+def _step(kube: Kube, run: Run, phase: str, current: dict[str, Any], now: Any) -> phases.Ctx:
+    """One phase step with its metrics; conflicts become kopf retries."""
+    started = time.monotonic()
+    ctx = phases.Ctx(kube, run, current, now)
+    try:
+        ctx.transition = STEPS[phase](ctx)
+    except AdoptionConflict as e:
+        metrics.RECONCILE_ERRORS.labels(phase=phase).inc()
+        raise kopf.TemporaryError(str(e), delay=10) from e
+    finally:
+        metrics.RECONCILE_SECONDS.labels(phase=phase).observe(time.monotonic() - started)
+    return ctx
+
+
 @kopf.timer(tr.GROUP, tr.VERSION, tr.PLURAL, interval=RECONCILE_INTERVAL)
 def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch,
               name: str, namespace: str | None, uid: str, logger: kopf.Logger, **_: Any) -> None:
@@ -56,33 +74,35 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.
     if phase in tr.TERMINAL_PHASES:
         return
     assert _kube is not None, "startup did not configure the API client"
-    started = time.monotonic()
     generation = int(meta.get("generation") or 0)
     current = dict(status)
-    ctx_now = phases.now_utc()
+    now = phases.now_utc()
     try:
         run = Run(name, namespace, uid, tr.parse_spec(dict(spec)))
     except SpecError as e:
-        _apply(body, patch, current, Transition("Failed", "InvalidSpec", str(e)), ctx_now.isoformat(), generation)
+        _apply(body, patch, current, Transition("Failed", "InvalidSpec", str(e)), now.isoformat(), generation)
         raise kopf.PermanentError(str(e)) from e
-    ctx = phases.Ctx(_kube, run, current, ctx_now)
-    try:
-        t = STEPS[phase](ctx)
-    except AdoptionConflict as e:
-        metrics.RECONCILE_ERRORS.labels(phase=phase).inc()
-        raise kopf.TemporaryError(str(e), delay=10) from e
-    finally:
-        metrics.RECONCILE_SECONDS.labels(phase=phase).observe(time.monotonic() - started)
-    for etype, reason, message in ctx.events:
-        kopf.event(body, type=etype, reason=reason, message=message[:1000])
-        if reason == "GangRestart":
-            metrics.RESTARTS.labels(reason="preemption" if "preemption" in message else "failure").inc()
-    patch.status.update(ctx.status_patch)
     patch.status["observedGeneration"] = generation
-    if t is not None:
-        _apply(body, patch, {**current, **ctx.status_patch}, t, ctx_now.isoformat(), generation)
+    # Keep stepping while the phase moves, so a new run gets its first Job in this reconcile rather
+    # than one timer interval later; the loop is bounded and every step is idempotent anyway.
+    for _attempt in range(MAX_STEPS_PER_TICK):
+        ctx = _step(_kube, run, phase, current, now)
+        for etype, reason, message in ctx.events:
+            kopf.event(body, type=etype, reason=reason, message=message[:1000])
+            if reason == "GangRestart":
+                metrics.RESTARTS.labels(reason="preemption" if "preemption" in message else "failure").inc()
+        patch.status.update(ctx.status_patch)
+        current.update(ctx.status_patch)
+        t = ctx.transition
+        if t is None:
+            break
+        _apply(body, patch, current, t, now.isoformat(), generation)
+        current.update(patch.status)
         logger.info("phase %s → %s (%s)", phase, t.to, t.reason)
         metrics.observe_phase(f"{namespace}/{name}", t.to)
+        if t.to not in STEPS or t.to == phase:
+            break
+        phase = t.to
 
 
 @kopf.on.delete(tr.GROUP, tr.VERSION, tr.PLURAL, optional=True)

@@ -43,6 +43,8 @@ class Ctx:
     """Status fields to merge besides the phase/conditions."""
     events: list[tuple[str, str, str]] = field(default_factory=list)
     """(type, reason, message) to post as Kubernetes events."""
+    transition: Transition | None = None
+    """What the step decided (set by the handler from the step's return value)."""
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(("Warning" if warning else "Normal", reason, message))
