@@ -196,7 +196,10 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "kube-scheduler", _scheduler, lambda c: _get_ok("https://127.0.0.1:10259/healthz", _unverified_tls()), 60
     ),
-    Component("s3", _s3, lambda c: _get_ok(f"http://127.0.0.1:{S3_PORT}/"), 60),
+    # Path-style only: moto would otherwise read the first label of a Service name such as
+    # minio.kiln-system.svc as a virtual-hosted bucket name.
+    Component("s3", _s3, lambda c: _get_ok(f"http://127.0.0.1:{S3_PORT}/"), 60,
+              env={"S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}),
     Component(
         "training-operator", _training_operator,
         # readyz: certificates in place and webhook server listening (controllers start then).
