@@ -55,7 +55,7 @@ def build_headless_service(run: Run) -> dict[str, Any]:
     }
 
 
-def build_indexed_job(run: Run, suspend: bool = False) -> dict[str, Any]:
+def build_indexed_job(run: Run) -> dict[str, Any]:
     """``<run>-train``: ``nodes`` completions, all running at once, no per-pod retries."""
     name = child_name(run, STAGE)
     meta = metadata(run, name, STAGE)
@@ -73,7 +73,6 @@ def build_indexed_job(run: Run, suspend: bool = False) -> dict[str, Any]:
             "completions": nodes,
             "parallelism": nodes,
             "backoffLimit": 0,
-            "suspend": suspend,
             "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod},
         },
     }

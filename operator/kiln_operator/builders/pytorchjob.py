@@ -29,7 +29,7 @@ def _replica(run: Run, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def build_pytorchjob(run: Run, suspend: bool = False) -> dict[str, Any]:
+def build_pytorchjob(run: Run) -> dict[str, Any]:
     """``<run>-train`` with one Master and ``nodes - 1`` Workers."""
     name = child_name(run, STAGE)
     meta = metadata(run, name, STAGE)
@@ -42,7 +42,7 @@ def build_pytorchjob(run: Run, suspend: bool = False) -> dict[str, Any]:
         "metadata": meta,
         "spec": {
             "nprocPerNode": str(nproc_per_node(run)),
-            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "All", "suspend": suspend},
+            "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "All"},
             "pytorchReplicaSpecs": replicas,
         },
     }
