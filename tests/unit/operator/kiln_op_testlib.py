@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kiln_operator.kube import AdoptionConflict
 
 ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).parent / "golden"
@@ -46,3 +47,46 @@ def check_golden(name: str, objects: Any) -> None:
         path.write_text(text)
     assert path.exists(), f"{path} missing; run with KILN_UPDATE_GOLDEN=1 once and review it"
     assert yaml.safe_load(path.read_text()) == objects, f"{name} differs from {path}"
+
+
+class FakeKube:
+    """Objects by (kind, name); deletes with Foreground leave the object terminating until `gc()`."""
+
+    def __init__(self, kubeflow: bool = True) -> None:
+        self.objs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: list[dict[str, Any]] = []
+        self.kubeflow = kubeflow
+        self.creates = 0
+
+    def create_or_adopt(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.objs:
+            have = self.objs[key]["metadata"]["ownerReferences"][0]["uid"]
+            if have != obj["metadata"]["ownerReferences"][0]["uid"]:
+                raise AdoptionConflict("owned by someone else")
+            return self.objs[key], False
+        self.creates += 1
+        self.objs[key] = copy.deepcopy(obj)
+        return self.objs[key], True
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objs.get((kind, name))
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
+        obj = self.objs.get((kind, name))
+        if obj is None:
+            return False
+        obj["metadata"]["deletionTimestamp"] = "now"
+        return True
+
+    def gc(self) -> None:
+        self.objs = {k: v for k, v in self.objs.items() if "deletionTimestamp" not in v["metadata"]}
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.pods
+
+    def has_api(self, group_version: str, plural: str) -> bool:
+        return self.kubeflow
+
+    def finish(self, kind: str, name: str, ctype: str) -> None:
+        self.objs[(kind, name)]["status"] = {"conditions": [{"type": ctype, "status": "True", "reason": ctype}]}

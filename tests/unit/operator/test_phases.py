@@ -6,57 +6,12 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-
+from kiln_op_testlib import FakeKube
 from kiln_operator import phases
 from kiln_operator.builders.common import Run
 from kiln_operator.kube import AdoptionConflict
-
-
-class FakeKube:
-    """Objects by (kind, name); deletes with Foreground leave the object terminating until `gc()`."""
-
-    def __init__(self, kubeflow: bool = True) -> None:
-        self.objs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.pods: list[dict[str, Any]] = []
-        self.kubeflow = kubeflow
-        self.creates = 0
-
-    def create_or_adopt(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        key = (obj["kind"], obj["metadata"]["name"])
-        if key in self.objs:
-            have = self.objs[key]["metadata"]["ownerReferences"][0]["uid"]
-            if have != obj["metadata"]["ownerReferences"][0]["uid"]:
-                raise AdoptionConflict("owned by someone else")
-            return self.objs[key], False
-        self.creates += 1
-        self.objs[key] = copy.deepcopy(obj)
-        return self.objs[key], True
-
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.objs.get((kind, name))
-
-    def delete(self, api_version: str, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
-        obj = self.objs.get((kind, name))
-        if obj is None:
-            return False
-        obj["metadata"]["deletionTimestamp"] = "now"
-        return True
-
-    def gc(self) -> None:
-        self.objs = {k: v for k, v in self.objs.items() if "deletionTimestamp" not in v["metadata"]}
-
-    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return self.pods
-
-    def has_api(self, group_version: str, plural: str) -> bool:
-        return self.kubeflow
-
-    def finish(self, kind: str, name: str, ctype: str) -> None:
-        self.objs[(kind, name)]["status"] = {"conditions": [{"type": ctype, "status": "True", "reason": ctype}]}
-
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
