@@ -114,6 +114,11 @@ def measure_operator(api: client.ApiClient, n: int, deadline: float) -> tuple[li
         return [jobs.seen[f"{r}-prepare"] - t for r, t in created.items()], rss
     finally:
         jobs.stop()
+        # Delete the runs while the operator still runs: kopf's timer finalizer needs it to let go.
+        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+        end = time.monotonic() + 300
+        while custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"] and time.monotonic() < end:
+            time.sleep(1)
         op.terminate()
         op.wait(30)
         core.delete_namespace(ns)
