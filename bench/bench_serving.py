@@ -31,16 +31,19 @@ from kiln_trainer.serving.generate import generate as local_generate
 from kiln_trainer.serving.loader import Served, load_version
 from kiln_trainer.serving.tritonserver import TritonProcess
 
-PROMPT = "the small cat sees the"
+# Eight prompts of different lengths: concurrent clients rarely send equal-length prompts, and the
+# served model left-pads them into one batch.
+PROMPTS = ["the small cat sees the", "the dog", "a red bird finds the blue fish near the", "the tree",
+           "the big house near the river", "the fish likes", "the green", "a small dog follows the red cat near"]
 
 
 def inproc_tps(s: Served, new: int, reps: int, batch: int = 1) -> float:
-    ids = s.encode(PROMPT)
+    prompts = [s.encode(p) for p in PROMPTS[:batch]]
     params = SamplingParams(max_new_tokens=new)  # no stop token: every run makes exactly `new` tokens
-    local_generate(s.model, ids, params)  # warm-up
+    local_generate(s.model, prompts[0], params)  # warm-up
     start, tokens = time.perf_counter(), 0
     for _ in range(reps):
-        outs = generate_batch(s.model, [ids] * batch, [params] * batch)
+        outs = generate_batch(s.model, prompts, [params] * batch)
         tokens += sum(len(o) for o in outs)
     return tokens / (time.perf_counter() - start)
 
@@ -70,12 +73,12 @@ class StreamClient:
 
 
 def triton_tps(url: str, model: str, new: int, reps: int, clients: int) -> float:
-    req = GenerateRequest(PROMPT, max_new_tokens=new)
+    reqs = [GenerateRequest(p, max_new_tokens=new) for p in PROMPTS[:clients]]
     conns = [StreamClient(url) for _ in range(clients)]
-    conns[0].generate(model, req)  # warm-up
+    conns[0].generate(model, reqs[0])  # warm-up
 
     def one_client(i: int) -> int:
-        return sum(len(conns[i].generate(model, req)) for _ in range(reps))
+        return sum(len(conns[i].generate(model, reqs[i])) for _ in range(reps))
 
     try:
         start = time.perf_counter()

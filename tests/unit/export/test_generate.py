@@ -84,3 +84,40 @@ def test_prompt_checks():
     with pytest.raises(GenerationError, match="token id 77"):
         check_prompt([1, 77], p, 48, 50)
     check_prompt(list(range(38)), p, 48, 50)  # exactly fits
+
+
+def test_left_padded_rows_match_unpadded_logits_through_decode():
+    torch.manual_seed(1)
+    gpt = GPT(ModelConfig(vocab_size=50, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, max_seq_len=48)).eval()
+    m = servable(gpt)
+    short, long = [3, 9, 4], [8, 1, 2, 7, 5, 6]
+    pad = torch.tensor([3, 0])
+    with torch.no_grad():
+        lb, past = m(torch.tensor([[0, 0, 0, *short], long]), pad=pad)
+        step_b, _ = m(torch.tensor([[11], [12]]), past_kv=past, pad=pad)
+        for row, (prompt, nxt) in enumerate(((short, 11), (long, 12))):
+            la, pa = m(torch.tensor([prompt]))
+            step_a, _ = m(torch.tensor([[nxt]]), past_kv=pa)
+            assert torch.allclose(lb[row, -len(prompt):], la[0], atol=1e-5)
+            assert torch.allclose(step_b[row], step_a[0], atol=1e-5)
+        assert torch.isfinite(lb).all()  # padding queries attend to themselves: no NaN leaks
+
+
+def test_ragged_batch_shares_forward_passes_and_matches_single_requests():
+    torch.manual_seed(2)
+    m = servable(GPT(ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, max_seq_len=48)).eval())
+    calls = []
+    real = m.forward
+    m.forward = lambda *a, **k: calls.append(1) or real(*a, **k)  # count forward passes
+    prompts = [[1, 2, 3], [5, 6, 7, 8, 9, 10], [4], [7, 7, 7, 7, 7]]
+    params = [SamplingParams(max_new_tokens=n) for n in (6, 3, 8, 5)]
+    batch = generate_batch(m, prompts, params)
+    assert len(calls) == 8  # one loop for all four rows: as many passes as the longest continuation
+    assert batch == [generate(m, p, q) for p, q in zip(prompts, params, strict=True)]
+
+
+def test_rows_that_cannot_share_the_context_are_split():
+    m = servable(GPT(ModelConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=4, max_seq_len=16)).eval())
+    # 12-token prompt + 2 new, and 2-token prompt + 10 new: padded together they would need 22 > 16.
+    out = generate_batch(m, [list(range(1, 13)), [1, 2]], [SamplingParams(max_new_tokens=2), SamplingParams(max_new_tokens=10)])
+    assert [len(o) for o in out] == [2, 10]

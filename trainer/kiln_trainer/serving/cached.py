@@ -21,10 +21,10 @@ from torch import nn
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _rope_at(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start: int) -> torch.Tensor:
-    """Rotate x (B, H, T, D) as positions start..start+T-1, pairing (even, odd) like training does."""
-    t = x.shape[-2]
-    c, s = cos[start : start + t].to(x.dtype), sin[start : start + t].to(x.dtype)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (even, odd) channel pairs of x (B, H, T, D) like training does; cos/sin broadcast to
+    (T, D/2) for shared positions or (B, 1, T, D/2) for per-row positions."""
+    c, s = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2)
 
@@ -41,20 +41,31 @@ class CachedGPT(nn.Module):
         self.max_seq_len = int(cfg.max_seq_len)
         self.vocab_size = int(cfg.vocab_size)
 
-    def _attend(self, blk: nn.Module, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, start: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    supports_padding = True
+    """`generate_batch` may left-pad rows of different lengths into one batch (see `pad`)."""
+
+    def _attend(
+        self, blk: nn.Module, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, start: int,
+        rope: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         attn = blk.attn
         b, t, d = h.shape
         q = attn.q(h).view(b, t, attn.n_heads, attn.head_dim).transpose(1, 2)
         k, v = attn.kv(h).view(b, t, 2, attn.n_kv, attn.head_dim).permute(2, 0, 3, 1, 4)
-        cos, sin = self.gpt.rope_cos, self.gpt.rope_sin
-        q, k = _rope_at(q, cos, sin, start), _rope_at(k, cos, sin, start)
+        if rope is None:
+            cos, sin = self.gpt.rope_cos[start : start + t], self.gpt.rope_sin[start : start + t]
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        else:
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         new_past = (k, v)  # cached before the GQA expansion: n_kv heads, not n_heads
         if attn.n_kv != attn.n_heads:
             rep = attn.n_heads // attn.n_kv
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if t == 1:
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif t == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new query sees everything cached
         elif past is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -64,16 +75,36 @@ class CachedGPT(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         return attn.out(y.transpose(1, 2).reshape(b, t, d)), new_past
 
-    def forward(self, input_ids: torch.Tensor, past_kv: KV | None = None, use_cache: bool = True) -> tuple[torch.Tensor, KV | None]:
+    def _padded(self, pad: torch.Tensor, start: int, t: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Per-row rotary tables and the attention mask for left-padded rows.
+
+        Row b's real tokens start at column pad[b], so column j holds position j - pad[b]. A query
+        sees real keys up to itself; a padding query sees only itself (a row with nothing to
+        attend to would give NaN, which would then leak through the values of later layers).
+        """
+        cols = torch.arange(start, start + t)
+        pos = (cols[None, :] - pad[:, None]).clamp(min=0)  # (B, T)
+        rope = (self.gpt.rope_cos[pos].unsqueeze(1), self.gpt.rope_sin[pos].unsqueeze(1))
+        keys = torch.arange(start + t)
+        causal = keys[None, :] <= cols[:, None]  # (T, S)
+        real = keys[None, :] >= pad[:, None]  # (B, S)
+        mask = (causal[None] & real[:, None, :]) | (keys[None, :] == cols[:, None])[None]
+        return rope, mask.unsqueeze(1)  # (B, 1, T, S)
+
+    def forward(
+        self, input_ids: torch.Tensor, past_kv: KV | None = None, use_cache: bool = True,
+        pad: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KV | None]:
+        """`pad` (B,): left-padding columns per row; keep passing the same tensor on every step."""
         start = 0 if past_kv is None else int(past_kv[0][0].shape[2])
-        if start + input_ids.shape[1] > self.max_seq_len:
-            raise ValueError(
-                f"{start + input_ids.shape[1]} positions exceed model.max_seq_len={self.max_seq_len}"
-            )
+        t = input_ids.shape[1]
+        if start + t > self.max_seq_len + (0 if pad is None else int(pad.min())):
+            raise ValueError(f"{start + t} positions exceed model.max_seq_len={self.max_seq_len}")
+        rope, mask = (None, None) if pad is None or not bool(pad.any()) else self._padded(pad, start, t)
         x = self.gpt.tok_emb(input_ids)
         new: KV = []
         for i, blk in enumerate(self.gpt.blocks):
-            a, kv = self._attend(blk, blk.norm1(x), None if past_kv is None else past_kv[i], start)
+            a, kv = self._attend(blk, blk.norm1(x), None if past_kv is None else past_kv[i], start, rope, mask)
             x = x + a
             x = x + blk.mlp(blk.norm2(x))
             new.append(kv)

@@ -2,10 +2,10 @@
 
 The model contract is small: `model(input_ids, past_kv=None, use_cache=True) -> (logits, new_past)`
 with `input_ids` of shape [batch, time], `logits` of shape [batch, time, vocab], and `new_past` an
-opaque cache handed back on the next call. Rows of one call must share their length because the
-contract has no attention mask: `generate_batch` therefore groups requests by prompt length and
-runs one batched decode loop per group (concurrent requests for equal-length prompts share every
-forward pass; others take turns).
+opaque cache handed back on the next call. A model that sets `supports_padding` also takes
+`pad=` (left-padding columns per row): then `generate_batch` left-pads prompts of different lengths
+into one batch, so all concurrent requests share every forward pass. Other models get one batched
+decode loop per prompt length.
 
 Sampling: temperature 0 is greedy (argmax); otherwise logits / temperature, then top-k, then top-p
 (nucleus), then one draw from a per-request `torch.Generator` seeded by `seed`, so a seeded request
@@ -130,15 +130,18 @@ def _generate_group(
     indices: list[int],
     on_token: TokenCallback | None,
 ) -> list[list[int]]:
-    """One batched decode loop for prompts of equal length."""
+    """One batched decode loop; prompts of different lengths are left-padded (model must allow it)."""
     gens = [_make_generator(p) for p in params]
     out: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
     steps = max(p.max_new_tokens for p in params)
-    x = torch.tensor([list(p) for p in prompts], dtype=torch.long)
+    width = max(len(p) for p in prompts)
+    pads = [width - len(p) for p in prompts]
+    x = torch.tensor([[0] * n + list(p) for n, p in zip(pads, prompts, strict=True)], dtype=torch.long)
+    extra: dict[str, Any] = {"pad": torch.tensor(pads)} if any(pads) else {}
     past: Any = None
     for _ in range(steps):
-        logits, past = model(x, past_kv=past, use_cache=True)
+        logits, past = model(x, past_kv=past, use_cache=True, **extra)
         last = logits[:, -1, :]
         nxt: list[int] = []
         for row in range(len(prompts)):
@@ -158,23 +161,42 @@ def _generate_group(
     return out
 
 
+def _groups(model: CausalLM, prompts: Sequence[Sequence[int]], params: Sequence[SamplingParams]) -> list[list[int]]:
+    """Request indices that can share one decode loop."""
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    if not getattr(model, "supports_padding", False) or len(by_len) == 1:
+        return list(by_len.values())
+    # Padded rows share one tensor, so the longest prompt plus the most new tokens must fit.
+    limit = int(getattr(model, "max_seq_len", 1 << 30))
+    groups: list[list[int]] = []
+    width = steps = 0
+    for i in sorted(range(len(prompts)), key=lambda i: len(prompts[i])):
+        w, n = max(width, len(prompts[i])), max(steps, params[i].max_new_tokens)
+        if groups and w + n <= limit:
+            groups[-1].append(i)
+            width, steps = w, n
+        else:
+            groups.append([i])
+            width, steps = len(prompts[i]), params[i].max_new_tokens
+    return groups
+
+
 def generate_batch(
     model: CausalLM,
     prompts: Sequence[Sequence[int]],
     params: Sequence[SamplingParams],
     on_token: TokenCallback | None = None,
 ) -> list[list[int]]:
-    """Continue several prompts; requests with equal prompt length share each forward pass.
+    """Continue several prompts, sharing forward passes between them where the model allows.
 
     Prompts must have been checked with `check_prompt`. Returns the new tokens per prompt.
     """
     if len(prompts) != len(params):
         raise GenerationError(f"got {len(prompts)} prompts but {len(params)} sampling params")
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(len(p), []).append(i)
     results: list[list[int]] = [[] for _ in prompts]
-    for members in groups.values():
+    for members in _groups(model, prompts, params):
         outs = _generate_group(
             model, [prompts[i] for i in members], [params[i] for i in members], members, on_token
         )
