@@ -73,6 +73,11 @@ def init_process_group(de: DistEnv) -> str:
     import deepspeed
     import torch.distributed as dist
 
+    if not use_cuda:
+        # DeepSpeed's CPU backend would JIT-compile a shared-memory allreduce (a C++ build on every
+        # fresh machine, serialized across processes by a file lock) that assumes every rank shares
+        # one host's /dev/shm. Our ranks are pods on separate nodes: gloo over TCP is the right path.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
     if use_cuda:
