@@ -48,8 +48,8 @@ WARMUP = 3
 def bench_config(tmp: Path, data: Path, steps: int) -> TrainConfig:
     raw = tiny_cpu(run=f"bench-{uuid.uuid4().hex[:6]}", storage_uri=f"file://{tmp}/store", data_path=str(data)).to_dict()
     # A model big enough that per-step work is realistic on CPU, small enough for a quick run.
-    raw["model"].update(d_model=128, n_layers=4, n_heads=4, n_kv_heads=None, max_seq_len=256)
-    raw["batch"].update(global_batch_size=16, micro_batch_size=8, seq_len=256)
+    raw["model"].update(d_model=128, n_layers=4, n_heads=4, n_kv_heads=None, max_seq_len=128)
+    raw["batch"].update(global_batch_size=16, micro_batch_size=8, seq_len=128)
     raw["schedule"].update(max_steps=steps, warmup_steps=2)
     raw["checkpoint"].update(every_steps=10**6, local_dir=str(tmp / "local"), resume="never")
     raw["early_stop"].update(eval_every_steps=0)
@@ -180,7 +180,7 @@ def main() -> int:
 
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="kiln-bench-trainer-") as tmp:
-        steps, rounds = (15, 2) if args.quick else (40, 3)
+        steps, rounds = (12, 2) if args.quick else (30, 3)
         bench_overhead(Path(tmp), steps, rounds)
         bench_stall(Path(tmp))
         bench_upload(Path(tmp), size_mb=128 if args.quick else 512, n_files=4)

@@ -61,7 +61,8 @@ def configure(preset: TrainConfig, tmp: Path, data: Path, micro: int, accum: int
 def measure(name: str, cfg: TrainConfig, warmup: int, steps: int, peak_tflops: float | None) -> None:
     clock = Clock(steps)
     try:
-        run_training(cfg, hooks=clock)
+        out = run_training(cfg, hooks=clock)
+        raise RuntimeError(f"{name}: the run ended ({out.reason}) before the last timed step")
     except Done:
         pass
     tokens = (steps - warmup) * cfg.batch.global_batch_size * cfg.batch.seq_len
