@@ -131,9 +131,11 @@ class Kube:
     def pod_log_tail(self, namespace: str, name: str, lines: int = 5) -> str:
         """The last lines a pod's (first) container wrote; empty when there are none yet."""
         try:
-            text = client.CoreV1Api(self.api).read_namespaced_pod_log(name, namespace, tail_lines=lines)
+            # Raw bytes: the client's own decoding of this text endpoint gives the repr of bytes.
+            resp = client.CoreV1Api(self.api).read_namespaced_pod_log(
+                name, namespace, tail_lines=lines, _preload_content=False)
         except ApiException as e:
             if e.status in (400, 404):
                 return ""
             raise
-        return str(text)
+        return bytes(resp.data).decode("utf-8", errors="replace")
