@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kiln_operator.phases import Ctx
 
 HOLD_ANNOTATION = "kiln.dev/hold-rollout"
+EXPORT_RESULT_DEADLINE_S = 180.0
 # The serving image: Triton plus the python packages kiln's model imports (images/serving).
 SERVING_IMAGE = os.environ.get("KILN_SERVING_IMAGE", "ghcr.io/kiln-dev/kiln-serving:0.1.0")
 
@@ -108,6 +109,9 @@ def step_rolling_out(ctx: Ctx) -> Transition | None:
     assert spec.serving is not None, "only runs with spec.serving reach RollingOut"
     version = exported_version(ctx)
     if version is None:
+        if _since(ctx) > EXPORT_RESULT_DEADLINE_S:
+            return Transition("Failed", "RolloutFailed", "ExportResultLost: the export Job's pod and its result "
+                              "line are gone; delete the run's export Job and the run to export again")
         ctx.status_patch["message"] = "waiting for the export Job's result"
         return None
     if _held(ctx):
