@@ -67,6 +67,11 @@ class ContainerRunner:
             self._wait("CreateContainerConfigError", str(exc), "Failed", "Warning")
             self.restart_at = time.monotonic() + 2
             return False
+        except Exception as exc:  # API errors while resolving env, launch failures: retry shortly
+            log.warning("container %s: cannot start: %r", self.name, exc)
+            self._wait("CreateContainerError", str(exc), "Failed", "Warning")
+            self.restart_at = time.monotonic() + 2
+            return False
         if self.ever_ran and self.log_file.exists():
             self.log_file.replace(self.previous_log)  # `kubectl logs --previous` reads this one
         self.env = env

@@ -108,16 +108,13 @@ class PodWorker:
                 if self.deleted.is_set() or self.pod["metadata"].get("deletionTimestamp"):
                     self._terminate(delete_object=not self.deleted.is_set())
                     return
-                if not self.sandbox_ready:
-                    self._setup_sandbox()
-                if self.sandbox_ready and not self.volumes_ready:
-                    self._setup_volumes()
-                if self.volumes_ready:
-                    self._refresh_volumes()
-                    self._sync_containers()
-                self._report()
-                if self.netns_path and self.last_status and self.last_status["phase"] in ("Succeeded", "Failed"):
-                    self._release_sandbox()  # like the kubelet: a finished pod keeps its status, not its netns
+                try:
+                    self._round()
+                except Exception:
+                    # The API server away, a netns command failing, ...: log it and try again; giving
+                    # up would leave the pod Pending forever.
+                    log.exception("pod %s/%s: sync failed; retrying", self.namespace, self.name)
+                    self.wake.wait(2)
                 self.wake.wait(TICK)
             self._terminate(delete_object=False)  # node shutdown
         except Exception:
@@ -125,6 +122,19 @@ class PodWorker:
             self._terminate(delete_object=False)
         finally:
             self.node.worker_done(self.uid)
+
+    def _round(self) -> None:
+        """One pass: set up what is missing, step the containers, report status."""
+        if not self.sandbox_ready:
+            self._setup_sandbox()
+        if self.sandbox_ready and not self.volumes_ready:
+            self._setup_volumes()
+        if self.volumes_ready:
+            self._refresh_volumes()
+            self._sync_containers()
+        self._report()
+        if self.netns_path and self.last_status and self.last_status["phase"] in ("Succeeded", "Failed"):
+            self._release_sandbox()  # like the kubelet: a finished pod keeps its status, not its netns
 
     def _setup_sandbox(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +158,8 @@ class PodWorker:
         try:
             self.volume_paths = self.volumes.host_paths()
             self.volumes_ready, self._mount_error = True, ""
-        except ConfigError as exc:
+        except (ConfigError, client.ApiException) as exc:
+            # ApiException: e.g. the TokenRequest for a ServiceAccount that does not exist yet.
             if str(exc) != self._mount_error:
                 self._event("FailedMount", f"MountVolume.SetUp failed: {exc}", "Warning")
             self._mount_error = str(exc)

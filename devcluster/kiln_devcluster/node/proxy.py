@@ -2,12 +2,12 @@
 
 Each ClusterIP is added to the host's ``lo`` as a /32, so both the host and pods (whose default
 route is the node bridge) reach it; a listener on ClusterIP:port forwards each connection to the
-next ready backend, round-robin, trying the others when a connect fails.
+next ready backend, round-robin, trying the others when a connect fails. Plain blocking sockets:
+one accept thread per listener, two copy threads per connection (dev-cluster traffic is small).
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import itertools
 import logging
@@ -22,11 +22,27 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 3.0
 
 
+def _copy(src: socket.socket, dst: socket.socket) -> None:
+    """Copy until EOF, then pass the EOF on (half-close), so request/response protocols finish."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
 class _Listener:
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: Route, sock: socket.socket) -> None:
         self.route = route
-        self.server: asyncio.base_events.Server | None = None
+        self.sock = sock
         self.counter = itertools.count()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True, name=f"proxy-{route.cluster_ip}:{route.port}").start()
 
     def backends(self) -> list[tuple[str, int]]:
         """Backends in round-robin order starting at the next one."""
@@ -36,32 +52,36 @@ class _Listener:
         start = next(self.counter) % len(b)
         return b[start:] + b[:start]
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
         for host, port in self.backends():
             try:
-                up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
-            except (OSError, TimeoutError):
+                upstream = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            except OSError:
                 continue
-            await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
-            return
-        writer.close()  # no ready backend: refuse, like a Service without endpoints
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        try:
-            if dst.can_write_eof():
-                dst.write_eof()
-            else:
-                dst.close()
-        except (OSError, RuntimeError):
-            dst.close()
+            upstream.settimeout(None)
+            back = threading.Thread(target=_copy, args=(upstream, client), daemon=True)
+            back.start()
+            _copy(client, upstream)
+            back.join()
+            upstream.close()
+            break
+        client.close()  # no ready backend: refuse, like a Service without endpoints
 
 
 class ServiceProxy:
@@ -70,22 +90,18 @@ class ServiceProxy:
     def __init__(self, device: str = "lo", host_ips: tuple[str, ...] = ()) -> None:
         self.device = device
         self.host_ips = set(host_ips) | {"127.0.0.1"}
-        self.loop = asyncio.new_event_loop()
         self.listeners: dict[tuple[str, int], _Listener] = {}
         self.addresses: set[str] = set()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="service-proxy", daemon=True)
-        self.thread.start()
+        self.lock = threading.Lock()
 
     def update(self, routes: Iterable[Route]) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._apply(list(routes)), self.loop)
-        fut.result(timeout=30)
+        with self.lock:
+            self._apply(list(routes))
 
-    async def _apply(self, routes: list[Route]) -> None:
+    def _apply(self, routes: list[Route]) -> None:
         wanted = {(r.cluster_ip, r.port): r for r in routes}
         for key in list(self.listeners.keys() - wanted.keys()):
-            listener = self.listeners.pop(key)
-            if listener.server is not None:
-                listener.server.close()
+            self.listeners.pop(key).close()
         for ip in {r.cluster_ip for r in routes} - self.addresses:
             self._add_address(ip)
         for key, route in wanted.items():
@@ -94,27 +110,25 @@ class ServiceProxy:
                 # 0.0.0.0 listener answers on the ClusterIP already, and a listener of ours would keep
                 # it from binding when it restarts.
                 old = self.listeners.pop(key, None)
-                if old is not None and old.server is not None:
-                    old.server.close()
+                if old is not None:
+                    old.close()
                 continue
             if key in self.listeners:
                 self.listeners[key].route = route
                 continue
-            listener = _Listener(route)
-            self.listeners[key] = listener
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(key)
-                listener.server = await asyncio.start_server(listener.handle, sock=sock, backlog=256)
+                sock.listen(256)
             except OSError as exc:
                 sock.close()
                 if exc.errno == errno.EADDRINUSE:
-                    # A host process listens on 0.0.0.0:<port> (e.g. MinIO behind manual Endpoints):
-                    # it already answers on the ClusterIP, which is a local address now.
-                    log.info("%s %s:%s served by a host listener on that port", route.service, *key)
+                    log.info("%s %s:%s is served by a host listener on that port", route.service, *key)
                 else:
                     log.warning("cannot listen on %s:%s for %s: %s", *key, route.service, exc)
+                continue
+            self.listeners[key] = _Listener(route, sock)
         for ip in self.addresses - {r.cluster_ip for r in routes}:
             self._del_address(ip)
 
@@ -133,8 +147,4 @@ class ServiceProxy:
 
     def close(self) -> None:
         """Stop listening and remove every address this proxy added."""
-        try:
-            self.update([])
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=5)
+        self.update([])
