@@ -46,7 +46,7 @@ def served(cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
     bucket = f"kiln-triton-{uuid.uuid4().hex[:10]}"
     cluster.s3_client().create_bucket(Bucket=bucket)
     tmp = tmp_path_factory.mktemp("triton")
-    for run, steps in (("a", 40), ("b", 10)):
+    for run, steps in (("a", 20), ("b", 5)):
         make_checkpoint_tree(tmp / "ck", run=run, step=steps)
         for p in (tmp / "ck/runs" / run / "checkpoints").rglob("*"):
             if p.is_file():
