@@ -26,6 +26,7 @@ from kiln_trainer.train.launch import init_process_group, read_env
 from kiln_trainer.train.loop import Hooks, Outcome, Trainer
 from kiln_trainer.train.metrics import ProgressCallback, peak_flops
 from kiln_trainer.train.model import count_params, flops_per_token
+from kiln_trainer.train.status_sink import status_progress_from_env
 
 log = logging.getLogger("kiln.train")
 EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; the pod restarts and resumes
@@ -76,7 +77,8 @@ def main(config_path: str) -> int:
     # Rank-0 logging: other ranks only report warnings and errors.
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    outcome: Any = run_training(load_config(config_path))
+    status = status_progress_from_env()
+    outcome: Any = run_training(load_config(config_path), progress=[status] if status else None)
     return EXIT_PREEMPTED if outcome.reason == "preempted" else 0
 
 
