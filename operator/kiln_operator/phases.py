@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kiln_api.estimate import estimate, explain
+from kiln_api.presets import ACCELERATORS
 from kiln_api.s3layout import RunLayout, StorageURI
 
 from kiln_operator import children
@@ -112,8 +113,9 @@ def _account(ctx: Ctx) -> float:
     ctx.status_patch["gpuHours"] = total
     ctx.status_patch["accountedAt"] = ctx.now.isoformat()
     price = ctx.run.spec.budget.price_per_gpu_hour
-    if price is not None:
-        ctx.status_patch["estimatedCost"] = total * price
+    if price is None:
+        price = ACCELERATORS[ctx.run.spec.training.accelerator].price_per_hour
+    ctx.status_patch["estimatedCost"] = total * price
     return total
 
 

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 from kiln_api.crd import build_crd, render
+from kiln_api.trainingrun import parse_spec
 from kiln_op_testlib import ROOT, gpu_spec_dict
 
 CHART_CRD = ROOT / "charts" / "kiln" / "crds" / "trainingrun.yaml"
@@ -83,9 +84,11 @@ def _validate(spec: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
 def test_examples_validate_against_the_schema(example: str) -> None:
-    for doc in yaml.safe_load_all((ROOT / "examples" / example).read_text()):
-        if doc and doc.get("kind") == "TrainingRun":
-            _validate(doc["spec"])
+    runs = [d for d in yaml.safe_load_all((ROOT / "examples" / example).read_text())
+            if d and d.get("kind") == "TrainingRun"]
+    for doc in runs:
+        _validate(doc["spec"])
+        parse_spec(doc["spec"])  # and the Python twin of the CEL rules agrees
 
 
 def test_schema_rejects_what_it_should() -> None:

@@ -66,6 +66,7 @@ def test_walk_is_idempotent(driver: Driver) -> None:
     assert driver.status["trainingJob"] == {"kind": "PyTorchJob", "name": "tiny-train"}
     # 2 pods × 4 ticks of 5 s after the clock started (the first Training tick only starts it).
     assert driver.status["gpuHours"] == pytest.approx(2 * 4 * 5 / 3600)
+    assert driver.status["estimatedCost"] == pytest.approx(driver.status["gpuHours"] * 0.05)  # cpu list price
 
 
 def test_indexed_job_without_kubeflow(tiny_run: Run) -> None:
