@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -203,7 +204,7 @@ class PodWorker:
         if restart:
             runner.schedule_restart()
 
-    def _prepare(self, spec: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, str], Path]:
+    def _prepare(self, spec: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, str], Path]:
         """argv, env and launch script of a container (raises UnknownImage / ConfigError)."""
         rule = self.node.images.resolve(spec.get("image") or "")
         base = runtime_env(rule.runtime, HOST_PATH, SHIM_DIR)

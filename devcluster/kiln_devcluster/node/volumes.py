@@ -65,9 +65,9 @@ class VolumeBuilder:
 
     def _build(self, vol: Mapping[str, Any], tokens: bool = True) -> Path:
         name = vol["name"]
-        target = self.root / name
+        target: Path = self.root / name
         if vol.get("hostPath"):
-            path = Path(vol["hostPath"]["path"])
+            path: Path = Path(vol["hostPath"]["path"])
             if vol["hostPath"].get("type") in ("DirectoryOrCreate",):
                 path.mkdir(parents=True, exist_ok=True)
             return path
