@@ -192,3 +192,24 @@ def test_dataset_supplies_tokenizer_hash_and_val_tokens(fresh_tree, tmp_path, ca
     monkeypatch.setattr(shards, "open_dataset", lambda uri, **kw: _FakeDataset(ds_dir, None))
     rc, out = _export(fresh_tree, tmp_path, capsys, dataset_uri="s3://kiln/t/datasets/abc")
     assert rc == 2 and "dataset_uri" in out and "eval_text_uri" in out
+
+
+@pytest.mark.timeout(240)
+def test_zero3_checkpoint_consolidates_to_the_trained_weights(tmp_path, capsys):
+    """ZeRO-3 shards parameters too (no mp_rank_00 file): the merged weights must be the trained ones,
+    so their loss on the training text is close to the loss the trainer last logged."""
+    import math
+
+    from kiln_trainer.export.fixture import corpus, make_checkpoint_tree
+    from kiln_trainer.export.main import eval_ppl
+
+    root = tmp_path / "z3"
+    make_checkpoint_tree(root, run="tiny", step=5, zero_stage=3)
+    assert not (root / STEP / "mp_rank_00_model_states.pt").exists()
+    rc, out = _export(root, tmp_path, capsys)
+    assert rc == 0, out
+    served = load_version(root / "models/tiny/1")
+    logged = json.loads((root / STEP / "manifest.json").read_text())["metrics"]["loss"]
+    measured = math.log(eval_ppl(served, served.encode(corpus(60))))
+    assert abs(measured - logged) < 0.3, (measured, logged)
+    assert logged < math.log(96) - 0.5  # and training did move the weights away from uniform

@@ -158,9 +158,12 @@ def find_one(root: Path, name: str) -> Path | None:
 
 def consolidate(local: Path) -> dict[str, torch.Tensor]:
     """fp32 weights from a downloaded DeepSpeed checkpoint (ZeRO shards merged when present)."""
-    states = find_one(local, "mp_rank_00_model_states.pt")
-    if states is None:
-        raise ExportError(f"{local}: no DeepSpeed model states (mp_rank_00_model_states.pt) in the checkpoint")
+    # ZeRO-1/2 (and no ZeRO) write mp_rank_00_model_states.pt; ZeRO-3 writes one
+    # zero_pp_rank_<r>_mp_rank_00_model_states.pt per rank instead.
+    found = sorted(local.rglob("*mp_rank_00_model_states.pt"), key=lambda p: (len(p.parts), p.name))
+    if not found:
+        raise ExportError(f"{local}: no DeepSpeed model states (*mp_rank_00_model_states.pt) in the checkpoint")
+    states = found[0]
     tag_dir = states.parent
     if any(tag_dir.glob("*zero_pp_rank_*_optim_states.pt")) or any(tag_dir.glob("zero_pp_rank_*_model_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
