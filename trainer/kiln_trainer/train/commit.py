@@ -31,6 +31,7 @@ from typing import Any
 
 from kiln_api.s3layout import step_folder
 
+from kiln_trainer.data.manifest import sha256_file
 from kiln_trainer.storage import AlreadyExists, NotFound, Store, StoreError
 
 log = logging.getLogger("kiln.train.checkpoint")
@@ -44,14 +45,6 @@ _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or loaded; the message names the folder."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -100,13 +100,14 @@ def read_flat_dataset(folder: Path, train_split: str, val_split: str) -> TokenSp
         arrays = [np.memmap(folder / f, dtype=dtype, mode="r") for f in files]
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
-    return TokenSplits(
-        train=load(train_split, "data.train_split"),
-        val=load(val_split, "data.val_split"),
-        vocab_size=int(tok["vocab_size"]),
-        eos_id=int(tok["eos_id"]),
-        mask_id=None if tok.get("mask_id") is None else int(tok["mask_id"]),
-    )
+    return _splits(tok, load(train_split, "data.train_split"), load(val_split, "data.val_split"))
+
+
+def _splits(tok: dict, train: np.ndarray, val: np.ndarray, **extra: object) -> TokenSplits:
+    """TokenSplits from a manifest's tokenizer section."""
+    mask = tok.get("mask_id")
+    return TokenSplits(train=train, val=val, vocab_size=int(tok["vocab_size"]), eos_id=int(tok["eos_id"]),
+                       mask_id=None if mask is None else int(mask), **extra)  # type: ignore[arg-type]
 
 
 class WindowSampler:
@@ -188,12 +189,6 @@ def load_splits(path: str, train_split: str, val_split: str, cache_dir: Path) ->
         # One shard stays memory-mapped; several are joined in memory (fine up to a few GB).
         return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
-    return TokenSplits(
-        train=split(train_split, "data.train_split"),
-        val=split(val_split, "data.val_split"),
-        vocab_size=int(tok["vocab_size"]),
-        eos_id=int(tok["eos_id"]),
-        mask_id=None if tok.get("mask_id") is None else int(tok["mask_id"]),
-        tokenizer_path=ds.tokenizer_path if ds.tokenizer_path.is_file() else None,
-        data_hash=ds.manifest.get("data_hash"),
-    )
+    return _splits(tok, split(train_split, "data.train_split"), split(val_split, "data.val_split"),
+                   tokenizer_path=ds.tokenizer_path if ds.tokenizer_path.is_file() else None,
+                   data_hash=ds.manifest.get("data_hash"))
