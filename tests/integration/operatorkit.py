@@ -38,12 +38,26 @@ def operator(cluster: Any, namespace: str, interval: float = 1.0) -> Iterator[Ko
                 os.environ[k] = v
 
 
+def install_crd(cluster: Any) -> None:
+    """Server-side apply of the chart's CRD, then wait until the API serves it."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                    str(REPO / "charts" / "kiln" / "crds" / "trainingrun.yaml"))
+    ext = client.ApiextensionsV1Api(cluster.api)
+
+    def established() -> bool:
+        crd = ext.read_custom_resource_definition("trainingruns.kiln.dev")
+        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+    wait_for(established, 60, "TrainingRun CRD established")
+
+
 @contextmanager
 def run_namespace(cluster: Any, prefix: str) -> Iterator[str]:
     """A fresh namespace with the S3 Secret. On exit its TrainingRuns are deleted while an operator
     runs: kopf puts a finalizer on objects with timers, so only a running operator lets them go."""
     from nodekit import namespace
 
+    install_crd(cluster)
     with namespace(client.CoreV1Api(cluster.api), prefix) as ns:
         s3_secret(cluster, ns)
         try:

@@ -13,23 +13,10 @@ from clusterlib import REPO
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from nodekit import namespace
-from waiting import wait_for
+from operatorkit import install_crd
 
 pytestmark = pytest.mark.timeout(180)
 GROUP, VERSION, PLURAL = "kiln.dev", "v1alpha1", "trainingruns"
-
-
-def install_crd(cluster: Any) -> None:
-    """Server-side apply of the chart's CRD, then wait until the API serves it."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                    str(REPO / "charts" / "kiln" / "crds" / "trainingrun.yaml"))
-    ext = client.ApiextensionsV1Api(cluster.api)
-
-    def established() -> bool:
-        crd = ext.read_custom_resource_definition("trainingruns.kiln.dev")
-        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
-
-    wait_for(established, 60, "TrainingRun CRD established")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from clusterlib import REPO
 from kubernetes import client
 from nodekit import namespace
 from operatorkit import children, condition, create_run, get_run, phase, run_namespace, tiny_run
-from test_operator_admission import install_crd
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -52,7 +51,6 @@ def test_lint_and_render_every_scenario(cluster: Any, has_helm: None) -> None:
 def release(cluster: Any, has_helm: None) -> Iterator[tuple[str, str]]:
     """The chart installed into its own namespace, watching a second namespace (no clash with other
     operators on the shared cluster)."""
-    install_crd(cluster)
     core = client.CoreV1Api(cluster.api)
     with namespace(core, "chart") as ns, run_namespace(cluster, "runs") as watched:
         name = f"kiln-{uuid.uuid4().hex[:5]}"

@@ -25,7 +25,6 @@ from operatorkit import (
     run_namespace,
     tiny_run,
 )
-from test_operator_admission import install_crd
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(400)
@@ -33,7 +32,6 @@ pytestmark = pytest.mark.timeout(400)
 
 @pytest.fixture
 def ns(cluster: Any) -> Iterator[str]:
-    install_crd(cluster)
     with run_namespace(cluster, "life") as name:
         yield name
 

@@ -19,7 +19,6 @@ from operatorkit import (
     run_namespace,
     tiny_run,
 )
-from test_operator_admission import install_crd
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(1500)
@@ -27,7 +26,6 @@ pytestmark = pytest.mark.timeout(1500)
 
 @pytest.fixture
 def ns(cluster: Any) -> Iterator[str]:
-    install_crd(cluster)
     with run_namespace(cluster, "walk") as name:
         yield name
 
