@@ -270,7 +270,10 @@ class PodWorker:
                 log.warning("status of %s/%s not written: %s %s", self.namespace, self.name, exc.status, exc.reason)
         except Exception as exc:  # API server briefly away: the next tick retries
             log.warning("status of %s/%s not written: %r", self.namespace, self.name, exc)
-        addr = PodAddr.from_pod(self.pod, self.ip) if self.ip and status["phase"] == "Running" else None
+        # Resolvable as soon as it has an address (like publishNotReadyAddresses), so a gang's ranks
+        # find rank 0 while it is still starting; finished pods drop out.
+        live = status["phase"] in ("Pending", "Running")
+        addr = PodAddr.from_pod(self.pod, self.ip) if self.ip and live else None
         if self.ip and not self.sandbox_released:
             self.node.hosts_changed(self.uid, addr, self.hosts_file)
 

@@ -1,4 +1,4 @@
-"""A PyTorchJob (Master + 1 Worker) runs a gloo all_reduce across two pods of the process node."""
+"""Two-pod gloo all_reduce gangs on the process node: a PyTorchJob (Master + 1 Worker) and an Indexed Job."""
 
 from __future__ import annotations
 
@@ -54,3 +54,31 @@ def test_pytorchjob_all_reduce(cluster):
         master, worker = logs["ar-master-0"], logs["ar-worker-0"]
         assert "env ar-master-0 23456 0 2" in master and "allreduce 3.0" in master
         assert "env ar-master-0 23456 1 2" in worker and "allreduce 3.0" in worker
+
+
+def test_indexed_job_gang_finds_rank_zero_by_hostname(cluster):
+    """The fallback launcher: Indexed Job + headless Service, rank 0 at <job>-0.<job> (subdomain names)."""
+    core, batch = client.CoreV1Api(cluster.api), client.BatchV1Api(cluster.api)
+    index = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    with namespace(core, "gang") as ns:
+        core.create_namespaced_service(ns, {"metadata": {"name": "gang"}, "spec": {
+            "clusterIP": "None", "publishNotReadyAddresses": True, "selector": {"job-name": "gang"},
+            "ports": [{"port": 23456}]}})
+        batch.create_namespaced_job(ns, {"metadata": {"name": "gang"}, "spec": {
+            "completionMode": "Indexed", "completions": 2, "parallelism": 2, "backoffLimit": 0,
+            "template": {"spec": {"subdomain": "gang", "restartPolicy": "Never", "containers": [{
+                "name": "pytorch", "image": "ghcr.io/kiln/kiln-trainer:dev", "command": ["python", "-c", SCRIPT],
+                "env": [{"name": "MASTER_ADDR", "value": "gang-0.gang"}, {"name": "MASTER_PORT", "value": "23456"},
+                        {"name": "WORLD_SIZE", "value": "2"},
+                        {"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}}]}]}}}})
+
+        def finished():
+            st = batch.read_namespaced_job_status("gang", ns).status
+            return st if (st.succeeded or 0) == 2 or (st.failed or 0) > 0 else None
+
+        st = wait_for(finished, 180, "Indexed Job gang to finish")
+        logs = {p.metadata.annotations["batch.kubernetes.io/job-completion-index"]:
+                pod_log(core, ns, p.metadata.name) for p in core.list_namespaced_pod(ns).items}
+        assert st.succeeded == 2, logs
+        assert "env gang-0.gang 23456 0 2" in logs["0"] and "allreduce 3.0" in logs["0"]
+        assert "env gang-0.gang 23456 1 2" in logs["1"] and "allreduce 3.0" in logs["1"]
