@@ -21,7 +21,7 @@ from operatorkit import (
 )
 from waiting import wait_for
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.timeout(1500), pytest.mark.slow]
 
 
 @pytest.fixture
