@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from kiln_trainer.export.quantize import perplexity, quantize_state_dict, tensor
 from kiln_trainer.export.repository import pick_version, write_version
 from kiln_trainer.serving.generate import SamplingParams, generate
 from kiln_trainer.serving.loader import MODEL_CONFIG, TIED_HEAD, TOKENIZER, WEIGHTS, Served, load_version
-from kiln_trainer.storage import NotFound, StoreError, open_store
+from kiln_trainer.storage import NotFound, Store, StoreError, open_store
 
 if TYPE_CHECKING:
     from kiln_trainer.data.shards import Dataset
@@ -137,7 +138,7 @@ def _fetch_tokenizer(cfg: ExportConfig, ckpt: Path, dataset: Dataset | None, wor
     return found
 
 
-def _manifest(cfg: ExportConfig, ref: CheckpointRef, ref_uri: str, folder: Path, served: Served,
+def _manifest(cfg: ExportConfig, ref: CheckpointRef, ref_uri: str, folder: Path,
               refs: list[dict[str, Any]], ppl: float, extra: dict[str, Any]) -> dict[str, Any]:
     ck = ref.manifest
     return {
@@ -154,8 +155,18 @@ def _manifest(cfg: ExportConfig, ref: CheckpointRef, ref_uri: str, folder: Path,
     }
 
 
-def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
-    """Everything but config parsing; returns a summary of what was published."""
+@dataclass
+class Staged:
+    """A version folder ready for upload, with what its manifest needs."""
+
+    folder: Path
+    served: Served
+    refs: list[dict[str, Any]]
+    ppl: float
+
+
+def _checkpoint_inputs(cfg: ExportConfig, work: Path) -> tuple[CheckpointRef, str, Path, Path, Dataset | None]:
+    """Pick and verify the checkpoint; find its model config and the tokenizer."""
     src = open_store(cfg.checkpoints_uri)
     ref = resolve_checkpoint(src, cfg.checkpoint)
     ref_uri = src.uri(ref.folder)
@@ -165,78 +176,90 @@ def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
     if model_config is None:
         raise ExportError(f"checkpoint {ref_uri} has no {MODEL_CONFIG}")
     dataset = _open_dataset(cfg, work)
-    tokenizer = _fetch_tokenizer(cfg, ckpt, dataset, work, ref_uri)
+    return ref, ref_uri, model_config, _fetch_tokenizer(cfg, ckpt, dataset, work, ref_uri), dataset
+
+
+def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
+    """Everything but config parsing; returns a summary of what was published."""
+    ref, ref_uri, model_config, tokenizer, dataset = _checkpoint_inputs(cfg, work)
     cfg_dict = json.loads(model_config.read_text())
-    sd = consolidate(ckpt)
+    sd = consolidate(work / "ckpt")
     if cfg_dict.get("tie_embeddings", True):
         sd.pop(TIED_HEAD, None)  # shares storage with the embedding; safetensors stores it once
-    fp_dir = work / "fp"
-    stage_version(fp_dir, sd, model_config, tokenizer, cfg.dtype)
-    (fp_dir / "manifest.json").write_text("{}")  # load_version needs one; the real one comes later
-    served = load_version(fp_dir, verify=False)
-    refs = reference_outputs(served, cfg.reference_prompts, cfg.reference_max_new_tokens)
-    eval_tokens, eval_source = _eval_tokens(cfg, served, dataset, work)
-    ppl = eval_ppl(served, eval_tokens)
-    print(f"[export] perplexity {ppl:.4f} on {len(eval_tokens)} tokens of {eval_source}", flush=True)
+    fp = _stage(cfg, work / "fp", sd, model_config, tokenizer, cfg.dtype)
+    eval_tokens, eval_source = _eval_tokens(cfg, fp.served, dataset, work)
+    fp.ppl = eval_ppl(fp.served, eval_tokens)
+    print(f"[export] perplexity {fp.ppl:.4f} on {len(eval_tokens)} tokens of {eval_source}", flush=True)
     extra: dict[str, Any] = {"dtype": cfg.dtype, "eval_source": eval_source, "eval_tokens": len(eval_tokens)}
     if dataset is not None:
         extra["data_hash"] = dataset.manifest.get("data_hash")
     hf_reason = unsupported_reason(cfg_dict) if cfg.hf_export else "hf_export: false"
     if hf_reason is None:
-        write_hf(sd, cfg_dict, fp_dir / "hf")
+        write_hf(sd, cfg_dict, fp.folder / "hf")
     extra["hf"] = {"written": hf_reason is None, "reason": hf_reason}
-    int8 = _int8_variant(cfg, sd, model_config, tokenizer, work, ppl, eval_tokens) if cfg.int8 else None
-    if int8 is not None:
-        extra["int8"] = int8["summary"]
-    (fp_dir / "manifest.json").unlink()
-    files = {p.relative_to(fp_dir).as_posix(): p for p in sorted(fp_dir.rglob("*")) if p.is_file()}
-    manifest = _manifest(cfg, ref, ref_uri, fp_dir, served, refs, ppl, extra)
+    q8 = _int8_variant(cfg, sd, model_config, tokenizer, work, fp.ppl, eval_tokens) if cfg.int8 else None
+    if q8 is not None:
+        extra["int8"] = q8[1]
+    publish8 = q8 is not None and q8[1]["published"]
+
     repo = open_store(cfg.model_repository)
     version = pick_version(repo, cfg.model_name, cfg.version)
+    # Both numbers are settled before anything is written: an INT8 clash must not strand a new fp version.
+    v8 = pick_version(repo, cfg.int8_model_name, cfg.version) if publish8 else None
+    manifest = _manifest(cfg, ref, ref_uri, fp.folder, fp.refs, fp.ppl, extra)
     summary: dict[str, Any] = {"model": cfg.model_name, "version": version,
-                               "uri": write_version(repo, cfg.model_name, version, files,
-                                                    json.dumps(manifest, indent=2).encode())}
-    if int8 is not None and int8["summary"]["published"]:
-        v8 = pick_version(repo, cfg.int8_model_name, version)
-        m8 = _manifest(cfg, ref, ref_uri, int8["dir"], int8["served"], int8["refs"], int8["summary"]["ppl"],
-                       {"dtype": "int8", "int8": int8["summary"], "full_precision": summary,
+                               "uri": _upload(repo, cfg.model_name, version, fp.folder, manifest)}
+    if q8 is not None and v8 is not None:
+        staged8, info = q8
+        m8 = _manifest(cfg, ref, ref_uri, staged8.folder, staged8.refs, staged8.ppl,
+                       {"dtype": "int8", "int8": info, "full_precision": dict(summary),
                         "data_hash": manifest["data_hash"], "eval_source": eval_source})
-        files8 = {p.name: p for p in sorted(int8["dir"].iterdir()) if p.is_file() and p.name != "manifest.json"}
         summary["int8"] = {"model": cfg.int8_model_name, "version": v8,
-                           "uri": write_version(repo, cfg.int8_model_name, v8, files8, json.dumps(m8, indent=2).encode())}
+                           "uri": _upload(repo, cfg.int8_model_name, v8, staged8.folder, m8)}
     summary["int8_summary"] = extra.get("int8")
     return summary
 
 
-def _int8_variant(cfg: ExportConfig, sd: dict[str, torch.Tensor], model_config: Path, tokenizer: Path,
-                  work: Path, ppl_fp: float, eval_tokens: list[int]) -> dict[str, Any]:
-    """Quantize, measure size and perplexity against full precision, decide whether to publish."""
+def _stage(cfg: ExportConfig, folder: Path, sd: dict[str, torch.Tensor], model_config: Path, tokenizer: Path,
+           dtype: str, weights: dict[str, torch.Tensor] | None = None) -> Staged:
+    """Write the version folder, load it back as the server will, and record reference outputs."""
     from safetensors.torch import save_file
 
+    stage_version(folder, sd, model_config, tokenizer, dtype)
+    if weights is not None:  # pre-quantized tensors replace the plain ones
+        save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
+    # load_version wants a manifest; this placeholder is replaced by the real one at upload.
+    (folder / "manifest.json").write_text(json.dumps({"int8": {"serving_mode": "dequant"}} if weights else {}))
+    served = load_version(folder, verify=False)
+    (folder / "manifest.json").unlink()
+    return Staged(folder, served, reference_outputs(served, cfg.reference_prompts, cfg.reference_max_new_tokens), 0.0)
+
+
+def _upload(repo: Store, model: str, version: int, folder: Path, manifest: dict[str, Any]) -> str:
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    return write_version(repo, model, version, files, json.dumps(manifest, indent=2).encode())
+
+
+def _int8_variant(cfg: ExportConfig, sd: dict[str, torch.Tensor], model_config: Path, tokenizer: Path,
+                  work: Path, ppl_fp: float, eval_tokens: list[int]) -> tuple[Staged, dict[str, Any]]:
+    """Quantize, measure size and perplexity against full precision, decide whether to publish."""
     q = quantize_state_dict(sd)
-    d8 = work / "int8"
-    stage_version(d8, sd, model_config, tokenizer, "float32")
-    save_file(q, str(d8 / WEIGHTS), metadata={"format": "pt"})
-    (d8 / "manifest.json").write_text(json.dumps({"int8": {"serving_mode": "dequant"}}))
-    served = load_version(d8, verify=False)
-    ppl8 = eval_ppl(served, eval_tokens)
-    increase = ppl8 / ppl_fp - 1.0
-    published = increase <= cfg.max_ppl_increase
-    summary = {
-        "published": published,
+    staged = _stage(cfg, work / "int8", sd, model_config, tokenizer, "float32", weights=q)
+    staged.ppl = eval_ppl(staged.served, eval_tokens)
+    increase = staged.ppl / ppl_fp - 1.0
+    info = {
+        "published": increase <= cfg.max_ppl_increase,
         "serving_mode": "dequant",
         "size_ratio_vs_fp32": tensor_bytes(q) / tensor_bytes(sd),
-        "ppl": ppl8,
+        "ppl": staged.ppl,
         "ppl_full_precision": ppl_fp,
         "ppl_increase": increase,
         "max_ppl_increase": cfg.max_ppl_increase,
     }
-    print(f"[export] int8: size x{summary['size_ratio_vs_fp32']:.3f}, ppl {ppl8:.4f} vs {ppl_fp:.4f} "
-          f"({increase:+.2%}, bound {cfg.max_ppl_increase:.0%}) -> {'publish' if published else 'not published'}",
+    print(f"[export] int8: size x{info['size_ratio_vs_fp32']:.3f}, ppl {staged.ppl:.4f} vs {ppl_fp:.4f} "
+          f"({increase:+.2%}, bound {cfg.max_ppl_increase:.0%}) -> {'publish' if info['published'] else 'not published'}",
           flush=True)
-    refs = reference_outputs(served, cfg.reference_prompts, cfg.reference_max_new_tokens) if published else []
-    (d8 / "manifest.json").unlink()
-    return {"summary": summary, "dir": d8, "served": served, "refs": refs}
+    return staged, info
 
 
 def main(config_path: str) -> int:
