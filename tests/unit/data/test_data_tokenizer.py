@@ -86,3 +86,13 @@ def test_word_cached_encoder_on_indented_code(tmp_path: Path) -> None:
     enc = WordCachedEncoder(str(tmp_path / "code.model"))
     for _ in range(2):
         assert enc.encode_batch(texts) == [sp.encode(t) for t in texts]
+
+
+def test_vocab_too_small_for_the_characters_says_so(tmp_path):
+    from kiln_api.data_config import TokenizerSpec
+    from kiln_trainer.data.tokenizer import train_tokenizer
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("\n".join(["甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥 天地玄黄宇宙洪荒"] * 40), encoding="utf-8")
+    with pytest.raises(DataSpecError, match=r"vocab_size: 20 is too small for the \d+ characters"):
+        train_tokenizer(lines, tmp_path / "tok", TokenizerSpec(vocab_size=20, character_coverage=1.0))

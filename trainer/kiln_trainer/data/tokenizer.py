@@ -59,6 +59,12 @@ def train_tokenizer(lines_file: Path, out_prefix: Path, spec: TokenizerSpec, num
         )
     except RuntimeError as e:
         msg = str(e)
+        small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", msg)
+        if small:
+            raise DataSpecError(
+                f"data.tokenizer.vocab_size: {spec.vocab_size} is too small for the {small.group(2)} characters "
+                "and special pieces this corpus needs; raise it (or lower character_coverage)"
+            ) from e
         m = re.search(r"<= (\d+)", msg)
         if "Vocabulary size is too high" in msg or "vocab_size" in msg.lower():
             most = f" (this corpus supports at most {m.group(1)})" if m else ""
