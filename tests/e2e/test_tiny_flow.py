@@ -46,12 +46,15 @@ def kiln_installed(cluster):
                           "--wait", "--timeout", "5m", f"--kubeconfig={cluster.kubeconfig}"],
                          capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout + out.stderr
-    cluster.kubectl("-n", NS, "delete", "deployment", TARGET, f"{TARGET}-canary", "--ignore-not-found")
+    # A fresh start: no runs, serving target, checkpoints or model versions from an earlier session.
+    cluster.kubectl("-n", NS, "delete", "trainingruns", "--all", "--wait=true", timeout=180)
+    cluster.kubectl("-n", NS, "delete", "deployment,service,configmap", "-l", f"kiln.dev/serving-target={TARGET}",
+                    "--ignore-not-found")
     s3 = cluster.s3_client()
     if "kiln" not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket="kiln")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix="demo/"):
-        for obj in page.get("Contents", []):  # a fresh start: no checkpoints or versions of earlier runs
+        for obj in page.get("Contents", []):
             s3.delete_object(Bucket="kiln", Key=obj["Key"])
     secret = client.V1Secret(metadata=client.V1ObjectMeta(name="kiln-s3"), string_data={
         "AWS_ACCESS_KEY_ID": cluster.s3["access_key"], "AWS_SECRET_ACCESS_KEY": cluster.s3["secret_key"]})
