@@ -28,9 +28,10 @@ class WordCachedEncoder:
     (see tokenizer.py), SentencePiece cuts its input into words before every space that follows a
     non-space (a run of spaces stays with the word after it, so indentation gets pieces like "▁▁▁▁")
     and no piece crosses a cut. So encode(text) is the concatenation of the encodings of those words,
-    where every word but the first is encoded without its first space (the dummy prefix stands in
-    for it) and a lone trailing space is the "▁" piece. Natural text repeats its words, so most are
-    cache hits; the misses of a chunk go to SentencePiece in one batch call. Tests compare against
+    where every word is encoded without its first space (the dummy prefix stands in for it; the
+    first word gets a space prepended for that) and a lone trailing space is the "▁" piece. Natural
+    text repeats its words, so most are cache hits; the misses of a chunk go to SentencePiece in one
+    batch call. Tests compare against
     `sp.encode` on English, Chinese, code and odd whitespace.
     """
 
@@ -42,13 +43,24 @@ class WordCachedEncoder:
 
         self.sp = spm.SentencePieceProcessor(model_file=model_path)
         a = self.sp.encode("a")
-        self.cache: dict[str, list[int]] = {"": self.sp.encode("a ")[len(a):]}
+        # Keys are words with their leading space; the lone space (trailing "▁") is the only one whose
+        # encoding is not encode(key[1:]).
+        self._space = self.sp.encode("a ")[len(a):]
+        self.cache: dict[str, list[int]] = {" ": self._space}
 
     @staticmethod
     def words(text: str) -> list[str]:
-        """The cache keys of a text: its SentencePiece words, each but the first minus one space."""
-        parts = _WORD_START.split(text)
-        return [parts[0], *(p[1:] for p in parts[1:])]
+        """The cache keys of a text: its SentencePiece words, each with one leading space. The first
+        word gets one too, which is exactly what the dummy prefix does to it."""
+        return _WORD_START.split(" " + text)
+
+    def _fill(self, groups: list[list[str]]) -> list[str]:
+        """Encode the words of `groups` that are not cached yet (one batch call); returns them."""
+        misses = sorted({w for words in groups for w in words if w not in self.cache})
+        if misses:
+            encoded = self.sp.encode([w[1:] for w in misses], out_type=int, num_threads=1)
+            self.cache.update(zip(misses, encoded, strict=True))
+        return misses
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         # Text with few spaces (Chinese, Japanese) has no reusable words: SentencePiece directly.
@@ -59,26 +71,37 @@ class WordCachedEncoder:
                               strict=True):
                 out[i] = ids
         chosen = set(direct)
-        rest = [i for i in range(len(texts)) if i not in chosen and texts[i]]
-        split = [self.words(texts[i]) for i in rest]
         cache = self.cache
         if len(cache) > self.MAX_ENTRIES:
-            space = cache[""]
             cache.clear()
-            cache[""] = space
-        # (measured: a set comprehension for the misses and += beat set.union and itertools.chain here)
-        misses = sorted({w for words in split for w in words if w not in cache})
-        if misses:
-            for w, ids in zip(misses, self.sp.encode(misses, out_type=int, num_threads=1), strict=True):
-                cache[w] = ids
-        for i, words in zip(rest, split, strict=True):
+            cache[" "] = self._space
+        get = cache.get
+        pending: list[tuple[int, list[str]]] = []
+        # One pass that assumes every word is cached (the common case once warm); a document with a
+        # miss is redone after the misses of the whole batch were encoded in one call.
+        for i, text in enumerate(texts):
+            if i in chosen or not text:
+                continue
+            words = self.words(text)
             acc: list[int] = []
             for w in words:
-                acc += cache[w]
-            out[i] = acc
-        for w in misses:
-            if len(w) > self.MAX_WORD:
-                del cache[w]
+                ids = get(w)
+                if ids is None:
+                    pending.append((i, words))
+                    break
+                acc += ids
+            else:
+                out[i] = acc
+        if pending:
+            misses = self._fill([words for _, words in pending])
+            for i, words in pending:
+                acc = []
+                for w in words:
+                    acc += cache[w]
+                out[i] = acc
+            for w in misses:
+                if len(w) > self.MAX_WORD:
+                    del cache[w]
         return out
 
 
