@@ -158,7 +158,7 @@ class DedupSpec:
     near: bool = True
     """Drop near-duplicates found by MinHash + LSH."""
     threshold: float = 0.8
-    """Estimated Jaccard similarity of character shingles at or above which two documents are duplicates."""
+    """Estimated Jaccard similarity of unit shingles at or above which two documents are duplicates."""
     num_perm: int = 128
     """MinHash signature length."""
     bands: int = 16
