@@ -25,6 +25,7 @@ from kiln_devcluster.components import (
     Component,
     Ctx,
     api_ready,
+    environment,
 )
 from kiln_devcluster.paths import StatePaths, bin_dir, crds_dir
 from kiln_devcluster.pki import Pki, ensure_pki
@@ -130,7 +131,7 @@ def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
             if proc is None:
                 proc = procs.start(
                     c.argv(ctx), log=paths.logs / f"{c.name}.log", pidfile=paths.run / f"{c.name}.pid",
-                    cluster=paths.root, env=c.env,
+                    cluster=paths.root, env=environment(c, paths),
                 )
             _wait_healthy(ctx, c, proc)
         if c.name == "kube-apiserver":
