@@ -87,3 +87,15 @@ def test_trainer_identity_may_patch_only_its_own_status(cluster: Any, ns: str, s
     assert not can("patch", "trainingruns.kiln.dev/tiny")  # the spec stays the user's
     assert not can("get", "secrets")
     assert not can("create", "pods")
+
+
+def test_deleting_a_run_removes_its_children(cluster: Any, ns: str, s3_bucket: str) -> None:
+    create_run(cluster, ns, tiny_run(cluster, s3_bucket))
+    custom = client.CustomObjectsApi(cluster.api)
+    with operator(cluster, ns):
+        wait_for(lambda: ("Job", "tiny-prepare") in children(cluster, ns, "tiny"), 60, "children of tiny")
+        custom.delete_namespaced_custom_object("kiln.dev", "v1alpha1", ns, "trainingruns", "tiny")
+        wait_for(lambda: not custom.list_namespaced_custom_object("kiln.dev", "v1alpha1", ns, "trainingruns")["items"],
+                 60, "tiny deleted (the operator releases kopf's finalizer)")
+    # Owner references, not a finalizer of ours, take the children away (the garbage collector).
+    wait_for(lambda: children(cluster, ns, "tiny") == {}, 120, "children of tiny garbage-collected")
