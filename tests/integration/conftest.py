@@ -1,9 +1,8 @@
 """Session fixtures for tests against the embedded cluster (real API server, controllers, S3).
 
 Nothing here is autouse: a test asks for ``cluster`` (and ``s3_bucket``) when
-it needs them. ``cluster`` runs ``kiln_devcluster.cli up`` (a quick no-op when
-the cluster is already up); if this session started it, it is stopped again at
-the end unless ``KILN_KEEP_CLUSTER=1``.
+it needs them. ``cluster`` runs ``kiln_devcluster.cli up`` when the cluster is
+not up, and leaves it running at the end (``make cluster-down`` stops it).
 
 Tests marked ``@pytest.mark.cluster_last`` (the `down` check) run after all
 others of the session.
@@ -11,7 +10,6 @@ others of the session.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -51,9 +49,9 @@ def cluster() -> Iterator[Cluster]:
         started_here=not was_up,
     )
     yield c
+    # The cluster stays up: other sessions may share it, and e2e reuses it. `make cluster-down`
+    # (and .ci/run's exit trap) stops it; test_cluster_zz_down.py checks that `down` is clean.
     c.api.close()
-    if c.started_here and os.environ.get("KILN_KEEP_CLUSTER") != "1":
-        devcluster("down")
 
 
 @pytest.fixture
