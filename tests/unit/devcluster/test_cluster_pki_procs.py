@@ -99,3 +99,16 @@ def test_component_command_lines_point_into_the_state_dir(paths: StatePaths) -> 
         assert flag in api
     assert f"--service-account-private-key-file={pki.sa_key}" in argv["kube-controller-manager"]
     assert argv["kube-apiserver"][0] == "/opt/bin/kube-apiserver"
+
+
+def test_up_without_built_binaries_names_them_and_starts_nothing(paths: StatePaths, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiln_devcluster import controlplane
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    (empty / "kubectl").touch()
+    monkeypatch.setenv("KILN_BIN_DIR", str(empty))
+    with pytest.raises(FileNotFoundError, match="etcd, kube-apiserver, kube-controller-manager, kube-scheduler"):
+        controlplane.up(paths)
+    assert list(paths.run.glob("*.pid")) == []
