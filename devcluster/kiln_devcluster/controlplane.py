@@ -9,6 +9,7 @@ deadline and, on failure, shows the tail of its log.
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from functools import partial
 
 from kiln_devcluster import bootstrap, net, procs
 from kiln_devcluster.components import (
+    API_PORT,
     COMPONENTS,
     NODE_NAME,
     S3_ACCESS_KEY,
@@ -163,11 +165,21 @@ def down(paths: StatePaths, purge: bool = False) -> None:
     for proc in strays:
         say(f"stopping stray pid {proc.pid}")
         procs.stop(proc, grace_s=5.0)
-    net.remove_bridge()
+    if _port_open(API_PORT):
+        # Another cluster (another state dir) still serves: its pods use the bridge.
+        say(f"keeping bridge {net.BridgeConfig().name}: an API server still listens on :{API_PORT}")
+    else:
+        net.remove_bridge()
     if purge and paths.root.exists():
         shutil.rmtree(paths.root)
         say(f"removed {paths.root}")
     say(f"down in {time.monotonic() - t0:.1f}s")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def status(paths: StatePaths) -> bool:

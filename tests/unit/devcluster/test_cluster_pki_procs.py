@@ -112,3 +112,20 @@ def test_up_without_built_binaries_names_them_and_starts_nothing(paths: StatePat
     with pytest.raises(FileNotFoundError, match="etcd, kube-apiserver, kube-controller-manager, kube-scheduler"):
         controlplane.up(paths)
     assert list(paths.run.glob("*.pid")) == []
+
+
+def test_purge_removes_the_state_dir_and_stops_its_processes(paths: StatePaths, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from kiln_devcluster import controlplane, net
+
+    monkeypatch.setenv("KILN_BIN_DIR", str(tmp_path))
+    removed: list[bool] = []
+    monkeypatch.setattr(net, "remove_bridge", lambda *a: removed.append(True))
+    paths.ensure()
+    stray = procs.start([sys.executable, "-c", "import time; time.sleep(60)"], log=paths.logs / "x.log",
+                        pidfile=paths.run / "stray.pid", cluster=paths.root)
+    controlplane.down(paths, purge=True)
+    assert not procs.alive(stray)
+    assert not paths.root.exists()
+    # The bridge goes only when no API server listens any more (another cluster may use it).
+    assert removed == ([] if controlplane._port_open(6443) else [True])
