@@ -2,8 +2,8 @@
 
 Decoupled: each request gets its responses through its own response sender, so a request may be
 streamed (one response per token, then an empty final flag) or answered once. All requests of one
-`execute` call are generated together (`generate_batch`), so with Triton's dynamic batcher
-concurrent requests share forward passes. A bad request gets a Triton error response naming the
+`execute` call are generated together (`generate_batch`, left-padding prompts of different
+lengths), so with Triton's dynamic batcher concurrent requests share forward passes. A bad request gets a Triton error response naming the
 input; the other requests of the batch and the server carry on.
 """
 

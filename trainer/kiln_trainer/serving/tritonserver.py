@@ -103,7 +103,8 @@ def triton_launch_spec(
         "--allow-grpc=true",
         "--allow-metrics=true",
         "--log-verbose=0",
-        # The python backend starts one stub process per instance; no shared-memory tricks needed.
+        # Each python-backend stub exchanges tensors with the server through shared memory; start
+        # with 4 MiB so ordinary requests never wait for the region to grow.
         "--backend-config=python,shm-default-byte-size=4194304",
     ]
     if explicit:
