@@ -40,7 +40,7 @@ class StatusProgress:
         if not final and time.monotonic() - self._last < self.min_interval_s:
             return
         self._last = time.monotonic()
-        body = json.dumps(progress_patch({k: v for k, v in progress.items() if v is not None})).encode()
+        body = json.dumps(progress_patch({k: _rounded(k, v) for k, v in progress.items() if v is not None})).encode()
         token = (self.sa_dir / "token").read_text().strip()  # re-read: projected tokens rotate
         req = urllib.request.Request(self.url, data=body, method="PATCH", headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"})
@@ -51,6 +51,15 @@ class StatusProgress:
             if not self._warned:
                 log.warning("cannot report progress to %s: %s", self.url, e)
                 self._warned = True
+
+
+def _rounded(key: str, value: Any) -> Any:
+    """Status is read by people (kubectl get tr): 4 significant decimals of loss, whole tokens/s and seconds."""
+    if key == "loss" and isinstance(value, float):
+        return round(value, 4)
+    if key in ("tokens_per_s", "eta_seconds") and isinstance(value, float):
+        return round(value)
+    return value
 
 
 def status_progress_from_env(env: dict[str, str] | None = None, sa_dir: Path = SA_DIR) -> StatusProgress | None:
