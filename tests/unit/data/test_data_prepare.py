@@ -86,7 +86,7 @@ def test_two_shards_and_merge_equal_single_process(write_config: Any, single: Pa
 
 
 def test_parallel_workers_equal_serial_and_reuse(write_config: Any, single: Path, small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, small_corpus, tmp_path / "out", workers=2)
+    cfg = write_config(tmp_path, small_corpus, tmp_path / "out", workers=3)  # pools of 3 readers, 2 encoders
     assert prepare(str(cfg)) == 0
     a, b = _stream(single), _stream(_dataset(cfg))
     assert all(np.array_equal(a[s], b[s]) for s in a)

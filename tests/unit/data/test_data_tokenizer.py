@@ -96,3 +96,17 @@ def test_vocab_too_small_for_the_characters_says_so(tmp_path):
     lines.write_text("\n".join(["甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥 天地玄黄宇宙洪荒"] * 40), encoding="utf-8")
     with pytest.raises(DataSpecError, match=r"vocab_size: 20 is too small for the \d+ characters"):
         train_tokenizer(lines, tmp_path / "tok", TokenizerSpec(vocab_size=20, character_coverage=1.0))
+
+
+def test_encode_all_pool_equals_in_process(model: Path) -> None:
+    import numpy as np
+    from kiln_trainer.data.pack import encode_all
+
+    rng = random.Random(12)
+    texts = [tinycorpus.paragraph(rng, lang) for lang in ("en", "zh", "en") for _ in range(150)]
+    serial = list(encode_all(texts, model, 1, "uint16", chunk=16))
+    pooled = list(encode_all(iter(texts), model, 3, "uint16", chunk=16))  # a pool of 2, order kept
+    assert len(serial) == len(pooled) == len(texts)
+    assert all(np.array_equal(a, b) for a, b in zip(serial, pooled, strict=True))
+    sp = load(model)
+    assert serial[200].tolist() == sp.encode(texts[200]) + [EOS_ID] and serial[200].dtype == np.uint16

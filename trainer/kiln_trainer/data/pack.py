@@ -143,8 +143,14 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def encode_all(texts: Iterable[str], model_path: Path, workers: int, dtype: str = "uint32",
                chunk: int = 128) -> Iterator[np.ndarray]:
-    """Token arrays of `dtype` (EOS appended), one per input text, in input order."""
+    """Token arrays of `dtype` (EOS appended), one per input text, in input order.
+
+    `workers` counts this process too: it reads the documents and writes the spools, so the pool
+    gets workers - 1 processes, and with 2 or fewer there is no pool (measured on 2 cores: a pool
+    of 2 beside the busy parent was no faster than encoding in-process, and slower on small inputs
+    where each worker warms its own word cache)."""
     chunks = _chunks(texts, chunk)
+    workers -= 1
     if workers <= 1:
         _init_worker(str(model_path), dtype)
         results: Iterable[tuple[np.ndarray, np.ndarray]] = map(_encode_chunk, chunks)
