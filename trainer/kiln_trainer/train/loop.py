@@ -90,6 +90,7 @@ class Trainer:
         self.advisor = Advisor()
         self.history: list[dict[str, Any]] = []
         self.hooks.bind(engine)
+        self.grad_norm: float | None = None
 
     # --- data and loss ---------------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class Trainer:
                 for group in self.engine.optimizer.param_groups:
                     group["lr"] = 0.0 if bad else lr
                 self.preempted = stop > 0
-                self._grad_norm_fallback()
+                self.grad_norm = self._grad_norm_fallback() if self._logs(st.step + 1) else None
             self.engine.step()
         good = self.accum * self.world - bad
         mean = loss_sum / good if good else math.nan
@@ -161,14 +162,19 @@ class Trainer:
             self.nonfinite.skipped(st.step, st.nonfinite_steps)
         return mean, (kl_sum / good if self.distill is not None and good else None), (0.0 if bad else lr)
 
-    def _grad_norm_fallback(self) -> None:
-        """DeepSpeed reports no grad norm for plain fp32 data parallel (ZeRO-0); compute it here,
-        after the boundary backward has averaged the gradients and before step() clears them."""
-        self.grad_norm: float | None = None
+    def _logs(self, step: int) -> bool:
+        """Whether step `step` (1-based) writes a metrics record."""
+        ev = self.cfg.early_stop.eval_every_steps
+        return step % self.cfg.monitor.log_every == 0 or step == self.total_steps or bool(ev and step % ev == 0)
+
+    def _grad_norm_fallback(self) -> float | None:
+        """DeepSpeed reports no grad norm for plain fp32 data parallel (ZeRO-0); compute it here, on
+        logged steps only, after the boundary backward averaged the gradients and before step()."""
         if self.cfg.zero.stage == 0 and not (self.cfg.precision.bf16 or self.cfg.precision.fp16):
             grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
             if grads:
-                self.grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+                return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        return None
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -261,7 +267,7 @@ class Trainer:
             if st.step % cfg.checkpoint.every_steps == 0 or st.step == self.total_steps or stop_early:
                 record["ckpt_stall_s"] = self.save(last)
                 saved_at = st.step
-            if st.step % cfg.monitor.log_every == 0 or st.step == self.total_steps or "val_loss" in record:
+            if self._logs(st.step):
                 elapsed = time.perf_counter() - window_t
                 record.update(self._rates(window_tokens, elapsed, loss))
                 window_t, window_tokens = time.perf_counter(), 0
