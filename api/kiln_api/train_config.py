@@ -409,6 +409,10 @@ class TrainConfig:
             raise _fail("run", f"must be a non-empty name without '/', got {self.run!r}")
         if not self.storage_uri.startswith(("s3://", "file://")):
             raise _fail("storage_uri", f"must start with s3:// or file://, got {self.storage_uri!r}")
+        if self.precision.bf16 and self.zero.stage == 0:
+            # DeepSpeed accumulates bf16 gradients in fp32 only inside its ZeRO optimizers; plain data
+            # parallel would accumulate in bf16 and lose precision (DeepSpeed #1800/#2352).
+            raise _fail("precision.bf16", "needs zero.stage >= 1 (fp32 gradient accumulation); stage 0 was given")
         if self.batch.seq_len > self.model.max_seq_len:
             raise _fail(
                 "batch.seq_len",

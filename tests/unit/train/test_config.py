@@ -25,6 +25,7 @@ def _cfg(**over: dict) -> TrainConfig:
     [
         ({"zero": {"stage": 2, "offload_param": True}}, "zero.offload_param"),
         ({"precision": {"bf16": True, "fp16": True}}, "precision.fp16"),
+        ({"precision": {"bf16": True}, "zero": {"stage": 0}}, "precision.bf16"),
         ({"batch": {"global_batch_size": 10, "micro_batch_size": 4}}, "batch.global_batch_size"),
         ({"batch": {"seq_len": 256}}, "batch.seq_len"),
         ({"model": {"n_heads": 3}}, "model.n_heads"),
@@ -111,6 +112,7 @@ def test_deepspeed_config_sections() -> None:
     assert z["stage"] == 3 and z["offload_param"]["device"] == "cpu" and z["offload_optimizer"]["device"] == "cpu"
     assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["torch_adam"] is False
     fp16 = deepspeed_config(_cfg(precision={"fp16": True}, model={"activation_checkpointing": True}), 1)
+    assert deepspeed_config(_cfg(precision={"bf16": True}, zero={"stage": 1}), 1)["zero_optimization"]["stage"] == 1
     assert fp16["fp16"]["loss_scale"] == 0 and fp16["fp16"]["initial_scale_power"] == 16
     assert "bf16" not in fp16 and "data_types" not in fp16 and "activation_checkpointing" in fp16
     assert deepspeed_config(_cfg(), 1)["zero_optimization"] == {"stage": 0}

@@ -186,3 +186,11 @@ def test_trains_on_a_prepared_dataset(tmp_path: Path) -> None:
     assert manifest["data_hash"] == dataset.name and "tokenizer.model" in manifest["files"]
     with pytest.raises(ValueError, match="^model.vocab_size: 1000 is smaller"):
         run_training(_short(tmp_path / "b", dataset, steps=4, every=4, model={"vocab_size": 1000}))
+
+
+def test_bf16_with_zero1_trains_and_reports_grad_norm(text_dataset: Path, tmp_path: Path) -> None:
+    cfg = _short(tmp_path, text_dataset, steps=6, every=6, precision={"bf16": True}, zero={"stage": 1},
+                 monitor={"log_every": 1})
+    out = run_training(cfg)
+    losses = _losses(out)
+    assert losses[-1] < losses[0] and all(0.0 < r["grad_norm"] < 100.0 for r in out.history)
