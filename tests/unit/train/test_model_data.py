@@ -113,3 +113,16 @@ def test_plot_metrics(tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no records"):
         plot_metrics(tmp_path / "empty.jsonl", tmp_path / "e.png")
+
+
+def test_sharded_tokens_read_across_shard_boundaries() -> None:
+    from kiln_trainer.train.data import ShardedTokens
+
+    whole = np.arange(100, dtype=np.uint16)
+    view = ShardedTokens([whole[:30], whole[30:30], whole[30:77], whole[77:]])
+    assert len(view) == 100
+    for start, stop in [(0, 10), (25, 35), (28, 80), (76, 78), (90, 100), (0, 100), (95, 120)]:
+        assert np.array_equal(view[start:stop], whole[start:stop])
+    s = WindowSampler(view, seq_len=9, seed=1)  # type: ignore[arg-type]
+    plain = WindowSampler(whole, seq_len=9, seed=1)
+    assert torch.equal(s.batch(0, 11), plain.batch(0, 11))

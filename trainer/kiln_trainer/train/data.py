@@ -97,8 +97,7 @@ def read_flat_dataset(folder: Path, train_split: str, val_split: str) -> TokenSp
         files = manifest.get("splits", {}).get(split)
         if not files:
             raise DataError(f"{field}: split {split!r} is not in {path} (has {sorted(manifest.get('splits', {}))})")
-        arrays = [np.memmap(folder / f, dtype=dtype, mode="r") for f in files]
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        return as_tokens([np.memmap(folder / f, dtype=dtype, mode="r") for f in files])
 
     return _splits(tok, load(train_split, "data.train_split"), load(val_split, "data.val_split"))
 
@@ -108,6 +107,34 @@ def _splits(tok: dict, train: np.ndarray, val: np.ndarray, **extra: object) -> T
     mask = tok.get("mask_id")
     return TokenSplits(train=train, val=val, vocab_size=int(tok["vocab_size"]), eos_id=int(tok["eos_id"]),
                        mask_id=None if mask is None else int(mask), **extra)  # type: ignore[arg-type]
+
+
+class ShardedTokens:
+    """Several memory-mapped shards read as one 1-D token array (len and slices only), so a large
+    dataset is never copied into memory."""
+
+    def __init__(self, shards: list[np.ndarray]) -> None:
+        self.shards = [s for s in shards if len(s)]
+        self.starts = np.cumsum([0] + [len(s) for s in self.shards])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(len(self))
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        pieces, pos = [], start
+        while pos < stop and first < len(self.shards):
+            off = pos - int(self.starts[first])
+            take = min(stop - pos, len(self.shards[first]) - off)
+            pieces.append(np.asarray(self.shards[first][off : off + take]))
+            pos, first = pos + take, first + 1
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def as_tokens(shards: list[np.ndarray]) -> np.ndarray:
+    """One shard as is, several as a ShardedTokens view (typed as an array: len + slicing)."""
+    return shards[0] if len(shards) == 1 else ShardedTokens(shards)  # type: ignore[return-value]
 
 
 class WindowSampler:
@@ -186,8 +213,7 @@ def load_splits(path: str, train_split: str, val_split: str, cache_dir: Path) ->
             arrays = ds.tokens(name)
         except KeyError as e:
             raise DataError(f"{field}: {e.args[0]}") from e
-        # One shard stays memory-mapped; several are joined in memory (fine up to a few GB).
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        return as_tokens(list(arrays))
 
     return _splits(tok, split(train_split, "data.train_split"), split(val_split, "data.val_split"),
                    tokenizer_path=ds.tokenizer_path if ds.tokenizer_path.is_file() else None,
