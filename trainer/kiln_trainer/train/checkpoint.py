@@ -167,9 +167,17 @@ class Checkpointer:
                 )
             return None
         tag = step_folder(found)
-        manifest = self.ckpts.manifest(found)
+        failure = ""
         if self.rank != 0:
-            self.ckpts.download(found, manifest, restore / tag)
+            try:
+                self.ckpts.download(found, self.ckpts.manifest(found), restore / tag)
+            except Exception as e:  # noqa: BLE001 - reported on every rank below
+                failure = f"rank {self.rank}: {e}"
+        # Every rank must have its files before any enters load_checkpoint's collectives.
+        failures = [""] * self.world
+        dist.all_gather_object(failures, failure)
+        if any(failures):
+            raise CheckpointError(f"{self.ckpts.folder(found)}: download failed: {'; '.join(f for f in failures if f)}")
         path, client_state = engine.load_checkpoint(
             str(restore), tag=tag, load_module_strict=True, load_optimizer_states=True,
             load_lr_scheduler_states=False,
