@@ -126,3 +126,15 @@ def test_sharded_tokens_read_across_shard_boundaries() -> None:
     s = WindowSampler(view, seq_len=9, seed=1)  # type: ignore[arg-type]
     plain = WindowSampler(whole, seq_len=9, seed=1)
     assert torch.equal(s.batch(0, 11), plain.batch(0, 11))
+
+
+def test_advisor_warnings() -> None:
+    from kiln_trainer.train.metrics import Advisor
+
+    adv = Advisor(window=4)
+    assert adv.check(5.0, 1.0, 95.0) == []
+    assert adv.check(4.9, 20.0, None) == ["grad norm 20 is outside 0.1-10"]
+    assert adv.check(4.8, 0.05, 50.0) == ["grad norm 0.05 is outside 0.1-10", "GPU utilization 50% is below 85%"]
+    assert adv.check(4.7, 1.0, None) == []  # a steady decline is not an oscillation
+    swings = [adv.check(x, 1.0, None) for x in (6.0, 4.0, 6.0, 4.0)]
+    assert any("oscillates" in w for w in swings[-1])
