@@ -58,7 +58,8 @@ def install_chart(env: dict[str, str]) -> None:
 def prepare_storage(env: dict[str, str]) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
     if "kiln" not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket="kiln")
     kubectl = str(_bin() / "kubectl")
