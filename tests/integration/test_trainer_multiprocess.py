@@ -70,3 +70,37 @@ def test_two_process_zero_learns_and_commits_every_rank(tmp_path: Path, stage: i
         more = _records(tmp_path, "z3")[16:]
         assert [r["step"] for r in more] == list(range(17, 25))
         assert more[0]["loss"] < losses[0] - 0.7  # started from the trained weights, not from scratch
+
+
+def test_sigterm_to_torchrun_commits_an_emergency_checkpoint(tmp_path: Path) -> None:
+    """Preemption as a pod sees it: SIGTERM to the launcher, which forwards it to both ranks."""
+    import signal
+    import time
+
+    cfg = _config(tmp_path, 2, steps=100000)
+    cfg["checkpoint"]["every_steps"] = 100000
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_port()),
+           "-m", "kiln_trainer.train.main", str(path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    progress = tmp_path / "store/runs/z2/progress.json"
+    deadline = time.monotonic() + 180
+    try:
+        while not (progress.is_file() and json.loads(progress.read_text())["step"] >= 3):
+            assert proc.poll() is None, proc.stderr.read()[-4000:] if proc.stderr else ""
+            assert time.monotonic() < deadline, "training did not reach step 3 in 180 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    committed = sorted((tmp_path / "store/runs/z2/checkpoints").glob("step-*/COMMITTED"))
+    assert committed, err[-4000:]
+    step = int(committed[-1].parent.name.split("-")[1])
+    assert step >= 3
+    manifest = json.loads((committed[-1].parent / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and "kiln_rank_00001.pt" in manifest["files"]
+    assert "emergency checkpoint" in err
