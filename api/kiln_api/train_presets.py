@@ -114,6 +114,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def apply_preset(raw: dict[str, Any]) -> TrainConfig:
     """Build a config from a file's mapping: an optional ``preset`` name plus overrides."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: must be a mapping, got {type(raw).__name__}")
     raw = dict(raw)
     name = raw.pop("preset", None)
     if name is None:

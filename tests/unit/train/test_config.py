@@ -129,3 +129,15 @@ def test_launch_env_from_pytorchjob_and_torchrun() -> None:
     with pytest.raises(LaunchError, match="RANK=4"):
         read_env({"RANK": "4", "WORLD_SIZE": "4", "MASTER_ADDR": "h"})
     assert read_env({}).world_size == 1
+
+
+def test_unreadable_config_file_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schedule: {max_steps: 20\nbatch: {x: 1}}\n")
+    with pytest.raises(ConfigError, match=r"^--config: cannot read .*bad.yaml"):
+        train_main.load_config(str(bad))
+    with pytest.raises(ConfigError, match="^--config: cannot read"):
+        train_main.load_config(str(tmp_path / "missing.yaml"))
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="^config: must be a mapping"):
+        train_main.load_config(str(tmp_path / "list.yaml"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kiln_api.train_config import TrainConfig
+from kiln_api.train_config import ConfigError, TrainConfig
 from kiln_api.train_presets import apply_preset
 
 from kiln_trainer.train import build
@@ -33,7 +33,10 @@ EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; the pod restar
 
 
 def load_config(path: str) -> TrainConfig:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"--config: cannot read {path}: {e}") from e
     return apply_preset(raw)
 
 
