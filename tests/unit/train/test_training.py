@@ -194,3 +194,32 @@ def test_bf16_with_zero1_trains_and_reports_grad_norm(text_dataset: Path, tmp_pa
     out = run_training(cfg)
     losses = _losses(out)
     assert losses[-1] < losses[0] and all(0.0 < r["grad_norm"] < 100.0 for r in out.history)
+
+
+def test_activation_checkpointing_gives_the_same_losses(text_dataset: Path, tmp_path: Path) -> None:
+    plain = _losses(run_training(_short(tmp_path / "a", text_dataset, steps=3, every=3)))
+    ckpt = _losses(run_training(_short(tmp_path / "b", text_dataset, steps=3, every=3,
+                                       model={"activation_checkpointing": True})))
+    assert ckpt == pytest.approx(plain, abs=1e-4)
+
+
+def test_prometheus_endpoint_serves_training_metrics(text_dataset: Path, tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scraped: list[str] = []
+
+    class Scrape(Recorder):
+        def after_step(self, state: TrainState, loss: float) -> None:
+            if state.step == 3:  # step 2 was logged (log_every=1): its gauges are up
+                scraped.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+
+    run_training(_short(tmp_path, text_dataset, steps=3, every=3, monitor={"prometheus_port": port, "log_every": 1}),
+                 hooks=Scrape())
+    (text,) = scraped
+    line = next(x for x in text.splitlines() if x.startswith('kiln_train_step{run="t"}'))
+    assert float(line.split()[-1]) == 2.0
+    assert 'kiln_train_loss{run="t"}' in text and 'kiln_train_tokens_per_s{run="t"}' in text
