@@ -223,3 +223,11 @@ def test_prometheus_endpoint_serves_training_metrics(text_dataset: Path, tmp_pat
     line = next(x for x in text.splitlines() if x.startswith('kiln_train_step{run="t"}'))
     assert float(line.split()[-1]) == 2.0
     assert 'kiln_train_loss{run="t"}' in text and 'kiln_train_tokens_per_s{run="t"}' in text
+
+
+@pytest.mark.parametrize("zero", [{"stage": 2, "offload_optimizer": True},
+                                  {"stage": 3, "offload_optimizer": True, "offload_param": True}])
+def test_offload_runs_match_the_plain_run(text_dataset: Path, tmp_path: Path, zero: dict) -> None:
+    plain = _losses(run_training(_short(tmp_path / "a", text_dataset, steps=3, every=3)))
+    off = _losses(run_training(_short(tmp_path / "b", text_dataset, steps=3, every=3, zero=zero)))
+    assert off == pytest.approx(plain, abs=2e-3)
