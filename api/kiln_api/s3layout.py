@@ -1,8 +1,9 @@
 """Where kiln keeps things in object storage.
 
-One root URI per TrainingRun (``spec.storage.uri``), e.g. ``s3://kiln/team-a``. Everything a run
-produces lives under it at fixed, documented keys, so the operator, the trainer and the CLI agree
-without talking to each other:
+One storage URI per TrainingRun (``spec.storage.uri``), e.g. ``s3://kiln/team-a``. Each namespace
+gets its own root below it (``<uri>/<namespace>``), so runs of the same name in two namespaces never
+share checkpoints, datasets or model versions. Everything a run produces lives under that root at
+fixed, documented keys, so the operator, the trainer and the CLI agree without talking to each other:
 
     <root>/datasets/<data-hash>/manifest.json       prepared, content-addressed datasets
     <root>/datasets/<data-hash>/shards/...
@@ -75,6 +76,12 @@ class RunLayout:
 
     root: StorageURI
     run: str
+
+    @classmethod
+    def of(cls, storage_uri: str, namespace: str, run: str) -> RunLayout:
+        """The layout of TrainingRun `namespace/run` whose spec.storage.uri is `storage_uri`."""
+        base = StorageURI.parse(storage_uri, field="spec.storage.uri")
+        return cls(StorageURI.parse(base.join(namespace)), run)
 
     def dataset(self, data_hash: str) -> str:
         return self.root.join("datasets", data_hash)

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from kiln_api.data_config import PrepareConfig
 from kiln_api.export_config import ExportConfig
-from kiln_api.s3layout import RunLayout, StorageURI
+from kiln_api.s3layout import RunLayout
 from kiln_api.train_config import TrainConfig
 from kiln_api.train_presets import apply_preset
 from kiln_api.trainingrun import TrainingRunSpec
@@ -36,7 +36,12 @@ def prepare_raw(run: Run) -> dict[str, Any]:
         "tokenizer": {"vocab_size": d.tokenizer.vocab_size, "input_sentence_size": d.tokenizer.input_sentence_size},
         "packing": {"val_fraction": d.validation_fraction, "num_shards": d.shards},
     }
-    return {"output": run.spec.storage.uri, "data": data}
+    return {"output": run_root(run), "data": data}
+
+
+def run_root(run: Run) -> str:
+    """The namespace's root below spec.storage.uri (see kiln_api.s3layout)."""
+    return str(RunLayout.of(run.spec.storage.uri, run.namespace, run.name).root)
 
 
 def prepare_config(run: Run) -> PrepareConfig:
@@ -45,12 +50,12 @@ def prepare_config(run: Run) -> PrepareConfig:
 
 def dataset_uri(run: Run) -> str:
     """Where the prepared dataset lands: content-addressed by the data spec's hash."""
-    layout = RunLayout(StorageURI.parse(run.spec.storage.uri), run.name)
+    layout = RunLayout.of(run.spec.storage.uri, run.namespace, run.name)
     return layout.dataset(prepare_config(run).data.spec_hash())
 
 
-def _layout(spec: TrainingRunSpec, run_name: str) -> RunLayout:
-    return RunLayout(StorageURI.parse(spec.storage.uri), run_name)
+def _layout(spec: TrainingRunSpec, namespace: str, run_name: str) -> RunLayout:
+    return RunLayout.of(spec.storage.uri, namespace, run_name)
 
 
 def _model_overrides(spec: TrainingRunSpec) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def train_raw(run: Run) -> dict[str, Any]:
     spec, t = run.spec, run.spec.training
     raw: dict[str, Any] = {
         "run": run.name,
-        "storage_uri": spec.storage.uri,
+        "storage_uri": run_root(run),
         "data": {"path": dataset_uri(run), "seed": t.seed},
         "model": _model_overrides(spec),
         "optim": {"lr": t.optimizer.lr, "weight_decay": t.optimizer.weight_decay, "beta1": t.optimizer.beta1,
@@ -91,11 +96,11 @@ def train_raw(run: Run) -> dict[str, Any]:
     if t.early_stopping is not None:
         raw["early_stop"].update(patience=t.early_stopping.patience, min_delta=t.early_stopping.min_delta)
     if t.distillation is not None:
-        teacher = _layout(spec, t.distillation.teacher_run).checkpoints()
+        teacher = _layout(spec, run.namespace, t.distillation.teacher_run).checkpoints()
         raw["distill"] = {"teacher": teacher, "alpha": t.distillation.alpha,
                           "temperature": t.distillation.temperature}
     if spec.model.init_from is not None:
-        layout = _layout(spec, spec.model.init_from.run)
+        layout = _layout(spec, run.namespace, spec.model.init_from.run)
         step = spec.model.init_from.step
         raw["checkpoint"]["init_from"] = layout.checkpoint(step) if step is not None else layout.checkpoints()
     if spec.model.custom is None:
@@ -108,7 +113,7 @@ def train_config(run: Run) -> TrainConfig:
 
 
 def export_raw(run: Run) -> dict[str, Any]:
-    layout = _layout(run.spec, run.name)
+    layout = _layout(run.spec, run.namespace, run.name)
     raw: dict[str, Any] = {
         "checkpoints_uri": layout.checkpoints(),
         "model_repository": layout.model_repository(),

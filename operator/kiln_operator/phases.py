@@ -14,7 +14,7 @@ from typing import Any
 
 from kiln_api.estimate import estimate, explain
 from kiln_api.presets import ACCELERATORS
-from kiln_api.s3layout import RunLayout, StorageURI
+from kiln_api.s3layout import RunLayout
 
 from kiln_operator import children
 from kiln_operator.builders.common import LABEL_RUN, LABEL_STAGE, Run
@@ -76,7 +76,7 @@ def step_pending(ctx: Ctx) -> Transition | None:
         return Transition("Failed", "InvalidSpec", str(e))
     for obj in [*build_rbac(ctx.run), config_map]:
         _ensure(ctx, obj)
-    layout = RunLayout(StorageURI.parse(ctx.run.spec.storage.uri), ctx.run.name)
+    layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
     ctx.status_patch["artifacts"] = {"dataset": dataset_uri(ctx.run), "checkpoints": layout.checkpoints()}
     return Transition("Preparing", "PreflightPassed", explain(est))
 
@@ -198,7 +198,7 @@ def step_exporting(ctx: Ctx) -> Transition | None:
     job = _ensure(ctx, build_export_job(ctx.run))
     state, message = children.outcome(job)
     if state == "Succeeded":
-        layout = RunLayout(StorageURI.parse(ctx.run.spec.storage.uri), ctx.run.name)
+        layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
         artifacts = dict(ctx.status.get("artifacts") or {})
         artifacts["modelVersion"] = f"{layout.model_repository()}/{ctx.run.name}"
         ctx.status_patch["artifacts"] = artifacts

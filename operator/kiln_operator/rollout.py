@@ -17,7 +17,7 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from kiln_api.s3layout import RunLayout, StorageURI
+from kiln_api.s3layout import RunLayout
 
 from kiln_operator.builders.common import Run, child_name, metadata
 from kiln_operator.serving.builders import ServingTarget
@@ -37,7 +37,7 @@ SERVING_IMAGE = os.environ.get("KILN_SERVING_IMAGE", "ghcr.io/kiln-dev/kiln-serv
 def serving_target(run: Run) -> ServingTarget:
     spec = run.spec
     assert spec.serving is not None
-    layout = RunLayout(StorageURI.parse(spec.storage.uri), run.name)
+    layout = RunLayout.of(spec.storage.uri, run.namespace, run.name)
     return ServingTarget(
         name=spec.serving.target,
         namespace=run.namespace,
@@ -74,7 +74,7 @@ def exported_version(ctx: Ctx) -> int | None:
                 continue
             version = int(result["int8"]["version"] if "int8" in result and model_name(ctx.run).endswith("-int8")
                           else result["version"])
-            layout = RunLayout(StorageURI.parse(ctx.run.spec.storage.uri), ctx.run.name)
+            layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
             artifacts = dict(ctx.status.get("artifacts") or {})
             artifacts["modelVersion"] = f"{layout.model_repository()}/{model_name(ctx.run)}/{version}"
             ctx.status_patch["artifacts"] = artifacts

@@ -76,10 +76,10 @@ def test_phase_walk_with_restart_and_repair(cluster: Any, ns: str, s3_bucket: st
     assert run["status"]["phase"] == "Succeeded", (run["status"], events(cluster, ns, "tiny"))
     for ctype in ("Prepared", "Trained", "Exported", "Ready"):
         assert condition(run, ctype)["status"] == "True", ctype
-    assert run["status"]["artifacts"]["checkpoints"] == f"s3://{s3_bucket}/demo/runs/tiny/checkpoints"
+    assert run["status"]["artifacts"]["checkpoints"] == f"s3://{s3_bucket}/demo/{ns}/runs/tiny/checkpoints"
     keys = [o["Key"] for o in cluster.s3_client().list_objects_v2(Bucket=s3_bucket, Prefix="demo/").get("Contents", [])]
     assert any("/checkpoints/step-" in k for k in keys), keys[:20]
-    assert any(k.startswith("demo/models/") for k in keys), "export wrote no model repository"
+    assert any(k.startswith(f"demo/{ns}/models/") for k in keys), "export wrote no model repository"
     assert run["status"]["gpuHours"] > 0
     # The trainer reported through its own ServiceAccount (the operator holds no S3 credentials).
     assert run["status"]["progress"]["step"] == 40, run["status"].get("progress")

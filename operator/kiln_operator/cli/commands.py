@@ -116,7 +116,7 @@ def _api_message(e: Any) -> str:
 def _metrics(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's metric records from its storage, read with the caller's own credentials."""
     spec = run["spec"]
-    layout = RunLayout(StorageURI.parse(spec["storage"]["uri"]), run["metadata"]["name"])
+    layout = RunLayout.of(spec["storage"]["uri"], run["metadata"]["namespace"], run["metadata"]["name"])
     uri = StorageURI.parse(layout.metrics())
     try:
         import boto3

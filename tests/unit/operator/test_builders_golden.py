@@ -113,6 +113,7 @@ def test_configmap_files_load_as_the_step_configs(tiny_run: Run) -> None:
     assert train.run == "tiny" and train.schedule.max_steps == 60
     assert train.batch.global_batch_size == 8 and train.check_world(2) == 1
     assert train.model.vocab_size == 2000  # follows the tokenizer, not the preset
-    assert train.data.path == f"s3://kiln/demo/datasets/{prepare.data.spec_hash()}"
-    assert prepare.output == "s3://kiln/demo" and len(prepare.data.sources) == 2
-    assert export.checkpoints_uri == "s3://kiln/demo/runs/tiny/checkpoints"
+    # each namespace has its own root below spec.storage.uri
+    assert train.data.path == f"s3://kiln/demo/team-a/datasets/{prepare.data.spec_hash()}"
+    assert prepare.output == "s3://kiln/demo/team-a" and len(prepare.data.sources) == 2
+    assert export.checkpoints_uri == "s3://kiln/demo/team-a/runs/tiny/checkpoints"
