@@ -110,7 +110,7 @@ def test_configmap_files_load_as_the_step_configs(tiny_run: Run) -> None:
     train = apply_preset(yaml.safe_load(data["train.yaml"]))  # as kiln-trainer train loads it
     prepare = PrepareConfig.from_dict(yaml.safe_load(data["prepare.yaml"]))
     export = ExportConfig.from_dict(yaml.safe_load(data["export.yaml"]))
-    assert train.run == "tiny" and train.schedule.max_steps == 60
+    assert train.run == "tiny" and train.schedule.max_steps == 400
     assert train.batch.global_batch_size == 8 and train.check_world(2) == 1
     assert train.model.vocab_size == 2000  # follows the tokenizer, not the preset
     # each namespace has its own root below spec.storage.uri

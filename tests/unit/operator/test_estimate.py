@@ -71,7 +71,7 @@ def test_tiny_estimate_end_to_end() -> None:
     e = estimate(spec)
     psi = 2 * 49_280 + 2000 * 64 + 64  # the example's tokenizer has 2000 pieces
     assert e.params == psi
-    assert e.tokens == 60 * 8 * 64  # maxSteps × globalBatchSize × the preset's seq_len
+    assert e.tokens == 400 * 8 * 64  # maxSteps × globalBatchSize × the preset's seq_len
     assert e.flops == 6 * psi * e.tokens
     # fp32, ZeRO-1 over 2 CPU pods: 4Ψ params + 4Ψ grads + 8Ψ/2 optimizer.
     assert e.memory.params == 4 * psi and e.memory.grads == 4 * psi and e.memory.optimizer == 4 * psi
