@@ -71,6 +71,18 @@ def prepare_storage(env: dict[str, str]) -> None:
                    capture_output=True)
 
 
+def forget_checkpoints(env: dict[str, str]) -> None:
+    """Remove the checkpoints and metrics of an earlier demo run (model versions stay)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    prefix = f"demo/{NAMESPACE}/runs/{RUN}/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix=prefix):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket="kiln", Key=obj["Key"])
+
+
 def kiln(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
     return _run([sys.executable, "-m", "kiln_operator.cli", *args], env, check)
 
@@ -105,9 +117,10 @@ def main() -> int:
     say("creating the bucket and the credentials Secret")
     prepare_storage(env)
     say(f"applying {EXAMPLE.relative_to(REPO_ROOT)}")
-    # A second `make demo` trains again and rolls a new version out to the same target.
+    # A second `make demo` trains again from scratch and rolls a new version out to the same target.
     _run([str(_bin() / "kubectl"), "delete", "trainingrun", RUN, "-n", NAMESPACE, "--ignore-not-found",
           "--wait=true", "--timeout=120s"], env, check=False)
+    forget_checkpoints(env)
     print(kiln(["submit", str(EXAMPLE)], env).stdout.strip())
     phase = follow(env, deadline_s=float(os.environ.get("KILN_DEMO_DEADLINE", "1800")))
     if phase != "Succeeded":
@@ -115,7 +128,8 @@ def main() -> int:
         return 1
     say("text from the served model (kiln generate)")
     for prompt in PROMPTS:
-        out = kiln(["generate", "tiny-llm", prompt, "--max-new-tokens", "40"], env)
+        out = kiln(["generate", "tiny-llm", prompt, "--max-new-tokens", "40", "--temperature", "0.8",
+                    "--top-k", "40", "--seed", "1"], env)
         print(f"  {prompt!r} → {out.stdout.strip()!r}")
     plot = paths.root / "loss.png"
     kiln(["plot", RUN, "-o", str(plot)], env)

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("target")
     gen.add_argument("prompt")
     gen.add_argument("--max-new-tokens", type=int, default=48)
-    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    gen.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     gen.add_argument("--url", default=None, help="Triton gRPC host:port (default: the target Service)")
 
     est = sub.add_parser("estimate", help="preflight a run: memory per device, FLOPs, time, cost")

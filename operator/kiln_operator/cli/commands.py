@@ -196,7 +196,8 @@ def generate(args: argparse.Namespace) -> int:
     from kiln_operator.cli.stream import stream_text
 
     url = args.url or _service_grpc(args, args.target)
-    for piece in stream_text(url, args.target, args.prompt, args.max_new_tokens, args.temperature):
+    for piece in stream_text(url, args.target, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
+                             args.seed):
         print(piece, end="", flush=True)
     print()
     return 0

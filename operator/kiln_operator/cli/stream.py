@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from kiln_api.triton_client import GenerateRequest, stream_generate
 
 
-def stream_text(url: str, model: str, prompt: str, max_new_tokens: int, temperature: float) -> Iterator[str]:
-    req = GenerateRequest(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, stream=True)
+def stream_text(url: str, model: str, prompt: str, max_new_tokens: int, temperature: float, top_k: int = 0,
+                seed: int | None = None) -> Iterator[str]:
+    req = GenerateRequest(prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                          seed=seed, stream=True)
     for piece, _ in stream_generate(url, model, req):
         yield piece
