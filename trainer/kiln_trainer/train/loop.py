@@ -247,16 +247,7 @@ class Trainer:
             if kl is not None:
                 record["kl"] = kl
             self.hooks.after_step(st, loss)
-            stop_early = False
-            ev = cfg.early_stop
-            if ev.eval_every_steps and st.step % ev.eval_every_steps == 0:
-                record["val_loss"] = self.evaluate()
-                record["val_ppl"] = math.exp(min(record["val_loss"], 50.0))
-                if record["val_loss"] < st.best_val - ev.min_delta:
-                    st.best_val, st.evals_since_best = record["val_loss"], 0
-                else:
-                    st.evals_since_best += 1
-                stop_early = bool(ev.patience) and st.evals_since_best >= ev.patience
+            stop_early = self._evaluate_and_judge(record)
             last = {**last, **record}
             if self.preempted:
                 stall = self.save(last, sync=True)
@@ -274,13 +265,27 @@ class Trainer:
                 self.sinks.write(record)
             self.history.append(record)
             if stop_early:
-                log.info("early stop at step %d: val loss did not improve for %d evaluations", st.step, ev.patience)
+                log.info("early stop at step %d: val loss did not improve for %d evaluations", st.step,
+                         cfg.early_stop.patience)
                 break
         if saved_at != self.state.step:
             self.save(last)
         self.ckpt.wait()
         reason = "completed" if self.state.step >= self.total_steps else "early_stopped"
         return Outcome(reason, self.state, self.history)
+
+    def _evaluate_and_judge(self, record: dict[str, Any]) -> bool:
+        """On evaluation steps add val_loss/val_ppl to the record; True when patience ran out."""
+        ev, st = self.cfg.early_stop, self.state
+        if not ev.eval_every_steps or st.step % ev.eval_every_steps:
+            return False
+        val = record["val_loss"] = self.evaluate()
+        record["val_ppl"] = math.exp(min(val, 50.0))
+        if val < st.best_val - ev.min_delta:
+            st.best_val, st.evals_since_best = val, 0
+        else:
+            st.evals_since_best += 1
+        return bool(ev.patience) and st.evals_since_best >= ev.patience
 
     def _rates(self, tokens: int, elapsed: float, loss: float) -> dict[str, Any]:
         rate = tokens / elapsed if elapsed > 0 else 0.0
