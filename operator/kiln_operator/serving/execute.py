@@ -120,8 +120,10 @@ def observe(kube: KubeLike, req: RolloutRequest) -> Observed:
     canary_pods = [pod_view(p) for p in kube.list(
         *POD, ns, _selector({**b.selector(t, b.ROLE_CANARY), "kiln.dev/version": str(req.version)}))]
     gate, gate_msg = _gate_state(kube, req)
+    live_cm = kube.get(*CONFIGMAP, ns, f"{t.name}-serving") if deploy is not None else None
     return Observed(
-        candidate=req.version, live_version=live, serving_exists=deploy is not None,
+        candidate=req.version, repository=t.repository,
+        serving_repository=(live_cm or {}).get("data", {}).get("repository"), live_version=live, serving_exists=deploy is not None,
         serving_pods=serving, serving_replicas=t.replicas, canary_version=canary_version,
         canary_pod=canary_pods[0] if canary_pods else None, gate=gate, gate_message=gate_msg,
         elapsed_s=req.elapsed_s,

@@ -60,6 +60,10 @@ class Observed:
     elapsed_s: float = 0.0
     """Seconds since this rollout began."""
     canary_deadline_s: float = 300.0
+    repository: str = ""
+    """Model repository the run exported to."""
+    serving_repository: str | None = None
+    """Repository the existing target reads (its live ConfigMap); None when there is no target."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ _FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigErro
 
 
 def plan(o: Observed) -> Decision:
+    if o.serving_repository and o.repository and o.serving_repository != o.repository:
+        # Version numbers only mean something inside one repository: never swap across them.
+        return Decision(Step.FAIL, "RepositoryMismatch",
+                        f"the target serves models from {o.serving_repository}, this run exported to {o.repository}")
     if o.live_version == o.candidate:
         return _finish(o)
     if o.gate == "Failed":

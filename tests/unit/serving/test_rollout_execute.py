@@ -129,3 +129,13 @@ def test_failed_swap_reverts_the_configmap(live_target, monkeypatch):
     d = ex.rollout_tick(kube, req())
     assert (d.step, d.reason) == (Step.FAIL, "PromoteFailed")
     assert kube.get("v1", "ConfigMap", "ns", "llm-serving")["data"]["version"] == "1"
+
+
+def test_target_reading_another_repository_is_refused(live_target):
+    kube, _ = live_target
+    other = ex.RolloutRequest(target=ex.b.ServingTarget(**{**T.__dict__, "repository": "s3://other/models"}),
+                              run="r3", version=2, prompts=[], max_latency_ms=1000, trainer_image="t", owner=None,
+                              elapsed_s=1.0)
+    d = ex.rollout_tick(kube, other)
+    assert (d.step, d.reason) == (Step.FAIL, "RepositoryMismatch")
+    assert kube.get("apps/v1", "Deployment", "ns", "llm-canary") is None

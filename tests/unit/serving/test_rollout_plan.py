@@ -67,3 +67,12 @@ def test_scaled_target_waits_for_all_replicas_before_swapping():
     assert plan(o).step is Step.WAIT_SERVING
     o = replace(o, serving_pods=[PodView("a", True, version=1), PodView("b", True, version=2)])
     assert plan(o).step is Step.SWAP_VERSION
+
+
+def test_never_swaps_versions_across_repositories():
+    o = replace(BASE, repository="s3://b/team-b/models", serving_repository="s3://b/team-a/models",
+                canary_version=2, canary_pod=READY, gate="Succeeded")
+    d = plan(o)
+    assert (d.step, d.reason) == (Step.FAIL, "RepositoryMismatch")
+    assert "team-a" in d.message and "team-b" in d.message
+    assert plan(replace(o, serving_repository="s3://b/team-b/models")).step is Step.SWAP_VERSION
