@@ -19,7 +19,7 @@ from kiln_devcluster.paths import REPO_ROOT, StatePaths
 NAMESPACE = "default"
 RUN = "tiny"
 EXAMPLE = REPO_ROOT / "examples" / "tiny.yaml"
-PROMPTS = ("Once upon a time", "The little fox", "小猫")
+PROMPTS = ("Later, Tara wrote", "Fog covered the roofs, so", "张阿姨笑着回答：")
 
 
 def say(msg: str) -> None:
@@ -128,8 +128,7 @@ def main() -> int:
         return 1
     say("text from the served model (kiln generate)")
     for prompt in PROMPTS:
-        out = kiln(["generate", "tiny-llm", prompt, "--max-new-tokens", "40", "--temperature", "0.8",
-                    "--top-k", "40", "--seed", "1"], env)
+        out = kiln(["generate", "tiny-llm", prompt, "--max-new-tokens", "40"], env)  # greedy
         print(f"  {prompt!r} → {out.stdout.strip()!r}")
     plot = paths.root / "loss.png"
     kiln(["plot", RUN, "-o", str(plot)], env)
