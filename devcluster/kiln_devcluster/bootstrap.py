@@ -67,7 +67,20 @@ def apply_base(ctx: Ctx, crds: Path | None) -> None:
         docs = "\n---\n".join(json.dumps(m) for m in trainingop.manifests())
         kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", "-", stdin=docs)
         kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", str(crds))
-        kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/pytorchjobs.kubeflow.org")
+        wait_crd_established(ctx, "pytorchjobs.kubeflow.org", 60.0)
+
+
+def wait_crd_established(ctx: Ctx, name: str, timeout_s: float) -> None:
+    """Poll the CRD until Established. (`kubectl wait` errors out instead of waiting while a CRD that
+    was just created has no status.conditions yet, which is what a fresh cluster shows.)"""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        crd = get_json(ctx, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}") or {}
+        conds = crd.get("status", {}).get("conditions") or []
+        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"CRD {name} not Established after {timeout_s:.0f}s")
 
 
 def node_ready(ctx: Ctx, name: str) -> bool:
