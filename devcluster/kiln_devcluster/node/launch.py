@@ -45,12 +45,38 @@ def plan_mounts(container: Mapping[str, Any], volume_paths: Mapping[str, Path], 
                 # The kubelet creates a missing subPath as a folder.
                 source.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(source, vm["mountPath"].rstrip("/") or "/", bool(vm.get("readOnly"))))
-    mounts.sort(key=lambda m: m.target.count("/"))
     mounts.append(Mount(hosts_file, "/etc/hosts", False))
     resolv = hosts_file.with_name("resolv.conf")
     if resolv.exists():
         mounts.append(Mount(resolv, "/etc/resolv.conf", True))
-    return mounts
+    return order_mounts(mounts)
+
+
+def _under(path: str, ancestor: str) -> bool:
+    return ancestor == "/" or path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
+
+
+def order_mounts(mounts: list[Mount]) -> list[Mount]:
+    """Parents before children, and every mount before one that would hide its source.
+
+    The sources live in the node's state folder on the host. When that folder is below a path a
+    container mounts over (an emptyDir at /tmp while the checkout sits in /tmp), binding /tmp first
+    would hide the sources of the later mounts, so those are bound first.
+    """
+    pending = sorted(mounts, key=lambda m: m.target.count("/"))
+    ordered: list[Mount] = []
+    while pending:
+        for i, m in enumerate(pending):
+            others = pending[:i] + pending[i + 1 :]
+            parent_waiting = any(o.target != m.target and _under(m.target, o.target) for o in others)
+            hides_a_source = any(_under(str(o.source), m.target) and not _under(o.target, m.target) for o in others)
+            if not parent_waiting and not hides_a_source:
+                ordered.append(pending.pop(i))
+                break
+        else:  # conflicting constraints: fall back to depth order for the rest
+            ordered.extend(pending)
+            break
+    return ordered
 
 
 def render_script(mounts: Sequence[Mount], hostname: str, workdir: str) -> str:

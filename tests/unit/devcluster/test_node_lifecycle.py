@@ -221,3 +221,20 @@ def test_probe_checks_against_local_servers():
         assert ok is False and "nope" in msg
     finally:
         server.shutdown()
+
+
+def test_a_mount_over_the_state_folder_comes_after_the_mounts_it_would_hide(tmp_path):
+    from kiln_devcluster.node.launch import Mount, order_mounts
+
+    state = "/tmp/ci/.kiln/node/pods/u1"
+    mounts = [
+        Mount(Path(f"{state}/volumes/scratch"), "/tmp"),
+        Mount(Path(f"{state}/volumes/config"), "/etc/kiln", True),
+        Mount(Path(f"{state}/volumes/cache"), "/tmp/cache"),
+        Mount(Path(f"{state}/etc-hosts"), "/etc/hosts"),
+    ]
+    got = [m.target for m in order_mounts(mounts)]
+    assert got.index("/etc/kiln") < got.index("/tmp") and got.index("/etc/hosts") < got.index("/tmp")
+    assert got.index("/tmp") < got.index("/tmp/cache"), "a parent mount still comes before its children"
+    plain = [Mount(Path("/work/s/a"), "/a/b"), Mount(Path("/work/s/b"), "/a")]
+    assert [m.target for m in order_mounts(plain)] == ["/a", "/a/b"]
