@@ -52,6 +52,21 @@ def plan_mounts(container: Mapping[str, Any], volume_paths: Mapping[str, Path], 
     return order_mounts(mounts)
 
 
+def split_shadowing(mounts: list[Mount], runtime_roots: Sequence[Path]) -> tuple[list[Mount], list[Mount]]:
+    """(mounts to make, mounts that would hide the node's own runtime).
+
+    A container here runs the project's venv and reads the node's state folder from the host. A
+    volume mounted over an ancestor of those (an emptyDir at /tmp while the checkout is in /tmp)
+    would hide the interpreter itself, so such a mount is not made; the caller points TMPDIR at the
+    volume instead, which is what programs use /tmp for.
+    """
+    kept, dropped = [], []
+    for m in mounts:
+        hides = any(_under(str(root), m.target) for root in runtime_roots)
+        (dropped if hides else kept).append(m)
+    return kept, dropped
+
+
 def _under(path: str, ancestor: str) -> bool:
     return ancestor == "/" or path == ancestor or path.startswith(ancestor.rstrip("/") + "/")
 

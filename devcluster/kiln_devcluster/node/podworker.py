@@ -21,7 +21,7 @@ from kiln_devcluster.node.container import ContainerRunner
 from kiln_devcluster.node.envresolve import ConfigError, resolve_env
 from kiln_devcluster.node.expand import expand
 from kiln_devcluster.node.hosts import PodAddr
-from kiln_devcluster.node.images import ImageMap, build_argv, runtime_env
+from kiln_devcluster.node.images import REPO_ROOT, ImageMap, build_argv, runtime_env, venv_dir
 from kiln_devcluster.node.kube import MERGE_PATCH, Kube
 from kiln_devcluster.node.podstatus import Conditions, compute_phase, condition_values, now_iso
 from kiln_devcluster.node.volumes import VolumeBuilder
@@ -216,7 +216,12 @@ class PodWorker:
         env = resolve_env(spec, self.pod, base, self.node.kube.get_secret, self.node.kube.get_configmap)
         argv = build_argv(rule, [expand(a, env) for a in spec.get("command") or []],
                           [expand(a, env) for a in spec.get("args") or []], self.cfg.state_dir)
-        mounts = launch.plan_mounts(spec, self.volume_paths, self.hosts_file)
+        mounts, hidden = launch.split_shadowing(launch.plan_mounts(spec, self.volume_paths, self.hosts_file),
+                                                [REPO_ROOT, venv_dir(), self.cfg.state_dir])
+        for m in hidden:
+            log.warning("%s/%s: not mounting %s over the node's runtime; TMPDIR=%s instead",
+                        self.namespace, self.name, m.target, m.source)
+            env["TMPDIR"] = str(m.source)
         for m in mounts:
             self.mount_targets.add(m.target)
             root = launch.missing_root(m.target)

@@ -238,3 +238,13 @@ def test_a_mount_over_the_state_folder_comes_after_the_mounts_it_would_hide(tmp_
     assert got.index("/tmp") < got.index("/tmp/cache"), "a parent mount still comes before its children"
     plain = [Mount(Path("/work/s/a"), "/a/b"), Mount(Path("/work/s/b"), "/a")]
     assert [m.target for m in order_mounts(plain)] == ["/a", "/a/b"]
+
+
+def test_a_mount_over_the_nodes_runtime_is_not_made():
+    from kiln_devcluster.node.launch import Mount, split_shadowing
+
+    mounts = [Mount(Path("/tmp/ci/.kiln/pods/u/volumes/tmp"), "/tmp"), Mount(Path("/tmp/ci/.kiln/v/c"), "/etc/kiln")]
+    kept, dropped = split_shadowing(mounts, [Path("/tmp/ci"), Path("/tmp/ci/.venv")])
+    assert [m.target for m in kept] == ["/etc/kiln"] and [m.target for m in dropped] == ["/tmp"]
+    kept, dropped = split_shadowing(mounts, [Path("/work/main")])
+    assert len(kept) == 2 and dropped == []
