@@ -51,14 +51,17 @@ go_build() {
   local name="$1" version="$2" moddir="$3" ldflags="$4"
   shift 4
   local out="$BIN_ROOT/$name-$version"
-  if [ -d "$out" ]; then
+  local pkg complete=1
+  for pkg in "$@"; do [ -f "$out/$(basename "$pkg")" ] || complete=0; done
+  [ "$name" = etcd ] && complete=1  # its binary is renamed after the build
+  if [ -d "$out" ] && [ "$complete" = 1 ]; then
     log "$name $version: cached in $out"
     link_current "$out"
     return 0
   fi
   mkdir -p "$BIN_ROOT"
   local tmp="$out.partial.$$"
-  rm -rf "$tmp" && mkdir -p "$tmp"
+  rm -rf "$tmp" "$out" && mkdir -p "$tmp"
   log "$name $version: go mod download"
   (cd "$moddir" && go mod download)
   log "$name $version: go build -p $GO_P $* (this is the slow part)"
@@ -85,7 +88,9 @@ build_kubernetes() {
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
-    k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {
