@@ -248,6 +248,9 @@ class TrainingSpec:
     """Pods in the gang (PyTorchJob Master + Workers, or Indexed Job completions)."""
     gpus_per_node: int = knob(0, minimum=0, maximum=16)
     """GPUs per pod (nvidia.com/gpu); 0 trains on CPU."""
+    processes_per_node: int | None = knob(None, minimum=1, maximum=64)
+    """Trainer processes (ranks) per pod, started by torchrun inside the pod; default one per GPU, or 1 on CPU. On CPU
+    several processes share the pod's cores (gloo); with GPUs it must equal gpusPerNode."""
     accelerator: str = knob("cpu", enum=tuple(ACCELERATORS))
     """Accelerator kind, for the memory preflight and cost estimate."""
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
@@ -285,9 +288,13 @@ class TrainingSpec:
     seed: int = knob(1234, minimum=0)
     """Random seed for initialization and data order."""
 
+    def procs_per_node(self) -> int:
+        """Ranks per pod: processesPerNode, else one per GPU, else 1."""
+        return self.processes_per_node or max(self.gpus_per_node, 1)
+
     def devices(self) -> int:
-        """Data-parallel world size (a CPU pod counts as one device)."""
-        return self.nodes * max(self.gpus_per_node, 1)
+        """Data-parallel world size: pods × ranks per pod."""
+        return self.nodes * self.procs_per_node()
 
     def __post_init__(self) -> None:
         if (self.max_steps is None) == (self.max_tokens is None):
@@ -302,6 +309,8 @@ class TrainingSpec:
             raise SpecError("accelerator", "must be cpu when gpusPerNode is 0")
         if self.gpus_per_node > 0 and self.accelerator == "cpu":
             raise SpecError("accelerator", "name the GPU kind when gpusPerNode > 0")
+        if self.gpus_per_node > 0 and self.processes_per_node not in (None, self.gpus_per_node):
+            raise SpecError("processesPerNode", f"must equal gpusPerNode={self.gpus_per_node} (one rank per GPU)")
 
 
 @dataclass
