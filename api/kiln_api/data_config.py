@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
-PIPELINE_VERSION = 2
+from kiln_api.rules import F, Rule, check_rules
+from kiln_api.specfields import SpecError
+
+PIPELINE_VERSION = 3
 """Bump when the prepare code changes its output for the same spec: it is part of `spec_hash`, so
 datasets prepared by older code are not reused by mistake."""
 
@@ -26,12 +29,12 @@ TXT_SPLITS = ("file", "paragraph", "line")
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 
 
-class DataSpecError(ValueError):
-    """A data spec that cannot be prepared; the message starts with the field's path."""
+DataSpecError = SpecError
+"""The old name of kiln_api's one error type (a data spec that cannot be prepared)."""
 
 
-def _fail(path: str, msg: str) -> DataSpecError:
-    return DataSpecError(f"{path}: {msg}")
+def _fail(path: str, msg: str) -> SpecError:
+    return SpecError(path, msg)
 
 
 def _check_ratio(path: str, value: float, *, low: float = 0.0, high: float = 1.0) -> None:
@@ -89,11 +92,29 @@ class CleanSpec:
     nfkc: bool = True
     """Unicode NFKC (full-width Latin letters and digits become ASCII; CJK punctuation is kept)."""
     strip_markup: bool = True
-    """Remove HTML tags and decode HTML entities left over from extraction."""
+    """Remove HTML tags (with the content of scripts and styles) and decode HTML entities."""
+    strip_terminal: bool = True
+    """Remove terminal escape sequences whole (ECMA-48 CSI/OSC/DCS/..., 7-bit and 8-bit forms),
+    overstrike (``N\\bN``) and colour remnants that lost their ESC (``[33m``)."""
+    strip_roff: bool = True
+    """In documents that are man-page (roff) source: keep the text groff would print, drop requests
+    (``.TH .SH .TP``...), font escapes (``\\fB``) and comments; specials become characters."""
+    strip_wiki: bool = True
+    """In documents with MediaWiki markup: drop templates, references, file/category links and table
+    markup; links, bold, italics and headings keep their text."""
+    strip_markdown: bool = True
+    """In documents with Markdown syntax: headings, emphasis, links and tables keep their text,
+    images and fences go, code stays."""
+    join_cjk_lines: bool = True
+    """Join lines broken inside CJK sentences (a break between two CJK characters, or a CJK character
+    and CJK punctuation); empty lines, indented lines and breaks next to Latin text stay."""
     max_newlines: int = 2
     """Runs of more blank lines are shortened to this many newlines."""
 
     def validate(self, path: str) -> None:
+        for f in fields(self):
+            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
+                raise _fail(f"{path}.{f.name}", f"must be true or false, got {getattr(self, f.name)!r}")
         _check_int(f"{path}.max_newlines", self.max_newlines, low=1, high=10)
 
 
@@ -123,11 +144,14 @@ class FilterSpec:
     date_to: str = ""
     """Keep only documents dated on/before this ISO date; empty: no bound."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(F.max_units >= F.min_units, "max_units", "{max_units} must be >= {min_units}"),
+    )
+
     def validate(self, path: str) -> None:
         _check_int(f"{path}.min_units", self.min_units, low=0)
         _check_int(f"{path}.max_units", self.max_units, low=1)
-        if self.max_units < self.min_units:
-            raise _fail(f"{path}.max_units", f"must be >= min_units ({self.min_units}), got {self.max_units}")
+        check_rules(self, path)
         _check_ratio(f"{path}.max_symbol_ratio", self.max_symbol_ratio)
         _check_ratio(f"{path}.max_digit_ratio", self.max_digit_ratio)
         _check_ratio(f"{path}.max_repeated_ngram_ratio", self.max_repeated_ngram_ratio)
@@ -169,12 +193,15 @@ class DedupSpec:
     seed: int = 1
     """Seed of the MinHash hash functions."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(F.num_perm % F.bands == 0, "bands", "{bands} must divide {num_perm}"),
+    )
+
     def validate(self, path: str) -> None:
         _check_ratio(f"{path}.threshold", self.threshold, low=0.05, high=1.0)
         _check_int(f"{path}.num_perm", self.num_perm, low=8, high=1024)
         _check_int(f"{path}.bands", self.bands, low=1, high=self.num_perm)
-        if self.num_perm % self.bands:
-            raise _fail(f"{path}.bands", f"must divide num_perm ({self.num_perm}), got {self.bands}")
+        check_rules(self, path)
         _check_int(f"{path}.shingle_size", self.shingle_size, low=1, high=64)
         _check_int(f"{path}.seed", self.seed, low=0)
 

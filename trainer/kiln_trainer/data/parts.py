@@ -80,7 +80,7 @@ def process_file(f: InputFile) -> tuple[list[Doc], Report]:
             if copies == 0:
                 rep.add("sampling", "sampled_out")
                 continue
-            text = clean_text(raw.text, spec.clean)
+            text = clean_text(raw.text, spec.clean, rep)
             reason = check_date(raw.date, spec.filters) or check_quality(text, spec.filters)
             if reason:
                 rep.add("filters", reason)

@@ -1,0 +1,61 @@
+"""MediaWiki markup (Wikipedia dumps and their copies): the article's words without the wikitext.
+
+A document counts as wikitext when it has a ``[[link]]``, a ``{{template}}``, ``'''bold'''`` or a
+``== heading ==`` line. Then:
+
+- ``{{templates}}`` go whole, nested ones too (infoboxes, citations, navboxes: no prose in them);
+- ``<ref>…</ref>`` footnotes go with their content, ``<!-- comments -->`` too;
+- ``[[target]]`` → ``target``, ``[[target|text]]`` → ``text``; links to files, images and
+  categories (``[[File:…]]``, ``[[Category:…]]``, ``[[文件:…]]``, ``[[分类:…]]``) go whole;
+  external ``[https://x text]`` → ``text``, bare ``[https://x]`` goes;
+- ``'''bold'''`` and ``''italic''`` → their text; ``== Heading ==`` → ``Heading``;
+- tables ``{| … |}``: the markup lines go, each cell keeps its text (after its ``style=… |``);
+- list markers ``* # : ;`` at line starts and magic words (``__TOC__``) go.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SIGNAL = re.compile(r"\[\[[^\]\n]+\]\]|\{\{[^{}\n]*\}\}|'''[^'\n]+'''|^={2,6}[^=\n]+={2,6}[ \t]*$", re.M)
+_TEMPLATE = re.compile(r"\{\{(?:[^{}]|\{(?!\{)|\}(?!\}))*\}\}")
+_REF = re.compile(r"<ref\b[^>/]*/>|<ref\b[^>]*>.*?</ref\s*>|<!--.*?-->", re.S | re.I)
+_MEDIA = re.compile(r"\[\[(?:File|Image|Category|Media|文件|檔案|图像|圖像|分类|分類|Datei|Kategorie):"
+                    r"(?:[^\[\]]|\[\[[^\]]*\]\])*\]\]", re.I)
+_LINK = re.compile(r"\[\[(?:[^\]|\n]*\|)?([^\]\n]*)\]\]")
+_EXTERNAL = re.compile(r"\[(?:https?|ftp)://[^\s\]]+(?:[ \t]+([^\]\n]*))?\]")
+_QUOTES = re.compile(r"'{5}(.+?)'{5}|'''(.+?)'''|''(.+?)''")
+_HEADING = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.M)
+_TABLE_MARKUP = re.compile(r"^[ \t]*(?:\{\||\|\}|\|-|\|\+).*$", re.M)
+_CELL = re.compile(r"^[ \t]*[|!](?!\})(.*)$", re.M)
+_LIST = re.compile(r"^[*#:;]+[ \t]*", re.M)
+_MAGIC = re.compile(r"__[A-Z]+__")
+
+
+def looks_like(text: str) -> bool:
+    return _SIGNAL.search(text) is not None
+
+
+def _cells(m: re.Match[str]) -> str:
+    """One table line: `| a || b` or `! h !! h`, a cell's attributes before its single `|` dropped."""
+    cells = re.split(r"\|\||!!", m.group(1))
+    texts = [c.split("|", 1)[1] if "|" in c and "=" in c.split("|", 1)[0] else c for c in cells]
+    return "  ".join(t.strip() for t in texts if t.strip())
+
+
+def strip(text: str) -> str:
+    """The article text (see the module doc)."""
+    text = _REF.sub("", text)
+    while True:  # innermost templates first, until none is left
+        text, n = _TEMPLATE.subn("", text)
+        if not n:
+            break
+    text = _MEDIA.sub("", text)
+    text = _LINK.sub(r"\1", text)
+    text = _EXTERNAL.sub(lambda m: m.group(1) or "", text)
+    text = _QUOTES.sub(lambda m: m.group(1) or m.group(2) or m.group(3), text)
+    text = _HEADING.sub(r"\2", text)
+    text = _TABLE_MARKUP.sub("", text)
+    text = _CELL.sub(_cells, text)
+    text = _LIST.sub("", text)
+    return _MAGIC.sub("", text)
