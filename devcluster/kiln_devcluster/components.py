@@ -61,6 +61,12 @@ class Component:
     """Returns a reason to skip this component (e.g. not built), or None to start it."""
     while_starting: Callable[[Ctx], None] = lambda ctx: None
     """Called on each poll while waiting for health (to do what a kubelet would, e.g. mount certs)."""
+    prepare: Callable[[Ctx], None] = lambda ctx: None
+    """Called before the process starts (write its config files)."""
+    after_healthy: Callable[[Ctx], None] = lambda ctx: None
+    """Called once it is healthy, also when it was running already (e.g. import images, wait Ready)."""
+    before_stop: Callable[[Ctx], None] = lambda ctx: None
+    """Called by `down` before the process is stopped (e.g. remove a containerd's containers)."""
 
 
 def _get_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
@@ -194,7 +200,7 @@ def api_ready(c: Ctx) -> bool:
     return _get_ok(f"https://127.0.0.1:{API_PORT}/readyz", _client_tls(c.pki, "admin"))
 
 
-COMPONENTS: tuple[Component, ...] = (
+CONTROL_PLANE: tuple[Component, ...] = (
     Component("etcd", _etcd, lambda c: _get_ok("http://127.0.0.1:2381/health"), 30),
     Component("kube-apiserver", _apiserver, api_ready, 120),
     Component(
@@ -221,6 +227,11 @@ COMPONENTS: tuple[Component, ...] = (
         env={"MY_POD_NAMESPACE": "kubeflow"}, optional=_binary_missing("training-operator.v1"),
         while_starting=_sync_webhook_certs,
     ),
-    # The node's health (Node object Ready) is checked by the control plane through the API.
-    Component("node", _node, lambda c: True, 10, optional=_node_missing),
 )
+"""Everything but the node(s)."""
+
+PROCESS_NODE = Component("node", _node, lambda c: True, 10, optional=_node_missing)
+"""The Python stand-in for a kubelet (KILN_NODE=process); its Node Ready is checked through the API."""
+
+COMPONENTS: tuple[Component, ...] = (*CONTROL_PLANE, PROCESS_NODE)
+"""The cluster with the process node."""

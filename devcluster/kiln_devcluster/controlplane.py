@@ -8,6 +8,7 @@ deadline and, on failure, shows the tail of its log.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -16,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from kiln_devcluster import bootstrap, net, procs
+from kiln_devcluster import bootstrap, net, nodecleanup, procs
 from kiln_devcluster.components import (
     API_PORT,
     COMPONENTS,
+    CONTROL_PLANE,
     NODE_NAME,
     S3_ACCESS_KEY,
     S3_PORT,
@@ -29,8 +31,10 @@ from kiln_devcluster.components import (
     api_ready,
     environment,
 )
+from kiln_devcluster.nodes import MAX_NODES, POD_NETWORK, node_mode, node_specs
 from kiln_devcluster.paths import StatePaths, bin_dir, crds_dir
 from kiln_devcluster.pki import Pki, ensure_pki
+from kiln_devcluster.realnode import real_node_components
 
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -95,9 +99,24 @@ def _check_binaries(ctx: Ctx) -> None:
         )
 
 
+def cluster_components(paths: StatePaths) -> tuple[Component, ...]:
+    """What `up` starts: the control plane, then the process node (KILN_NODE=process) or the
+    real nodes (KILN_NODE=real; KILN_NODES of them); only the control plane with KILN_NO_NODE=1."""
+    if node_mode() == "process":
+        return COMPONENTS
+    if os.environ.get("KILN_NO_NODE") == "1":
+        return CONTROL_PLANE
+    return (*CONTROL_PLANE, *real_node_components(node_specs(paths)))
+
+
+def _every_component(paths: StatePaths) -> tuple[Component, ...]:
+    """What `down` stops: whatever any mode may have started."""
+    return (*COMPONENTS, *real_node_components(node_specs(paths, MAX_NODES)))
+
+
 def _already_up(paths: StatePaths) -> bool:
     ctx = _context(paths)
-    wanted = [c for c in COMPONENTS if c.optional(ctx) is None]
+    wanted = [c for c in cluster_components(paths) if c.optional(ctx) is None]
     return all(_pidfile(paths, c) for c in wanted) and ctx.pki.ca_crt.exists() and api_ready(ctx)
 
 
@@ -120,10 +139,14 @@ def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
         pki = ensure_pki(paths)
     ctx = _context(paths, pki)
     _check_binaries(ctx)
+    components = cluster_components(paths)
     with _step(f"bridge {net.BridgeConfig().name} up"):
         net.ensure_bridge()
+        if node_mode() == "real":
+            net.ensure_node_addresses([n.ip for n in node_specs(paths)])
+            net.ensure_masquerade(POD_NETWORK)
     _write_s3_env(paths)
-    for c in COMPONENTS:
+    for c in components:
         reason = c.optional(ctx)
         if reason:
             say(f"skipping {c.name}: {reason}")
@@ -131,11 +154,13 @@ def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
         proc = _pidfile(paths, c)
         with _step(f"{c.name} healthy" + (" (was running)" if proc else "")):
             if proc is None:
+                c.prepare(ctx)
                 proc = procs.start(
                     c.argv(ctx), log=paths.logs / f"{c.name}.log", pidfile=paths.run / f"{c.name}.pid",
                     cluster=paths.root, env=environment(c, paths),
                 )
             _wait_healthy(ctx, c, proc)
+        c.after_healthy(ctx)
         if c.name == "kube-apiserver":
             _apply_base(ctx)
         if c.name == "node":
@@ -153,10 +178,12 @@ def _apply_base(ctx: Ctx) -> None:
 def down(paths: StatePaths, purge: bool = False) -> None:
     """Stop every process of this cluster (pid files, then strays), remove the bridge, optionally the state."""
     t0 = time.monotonic()
-    for c in reversed(COMPONENTS):
+    ctx = _context(paths)
+    for c in reversed(_every_component(paths)):
         pidfile = paths.run / f"{c.name}.pid"
         proc = procs.read_pidfile(pidfile)
         if proc is not None:
+            c.before_stop(ctx)
             # The node gets longer: it stops its pods with their grace periods.
             procs.stop(proc, grace_s=30.0 if c.name == "node" else 10.0)
             say(f"stopped {c.name} (pid {proc.pid})")
@@ -165,6 +192,7 @@ def down(paths: StatePaths, purge: bool = False) -> None:
     for proc in strays:
         say(f"stopping stray pid {proc.pid}")
         procs.stop(proc, grace_s=5.0)
+    _clean_real_nodes(paths)
     if _port_open(API_PORT):
         # Another cluster (another state dir) still serves: its pods use the bridge.
         say(f"keeping bridge {net.BridgeConfig().name}: an API server still listens on :{API_PORT}")
@@ -174,6 +202,16 @@ def down(paths: StatePaths, purge: bool = False) -> None:
         shutil.rmtree(paths.root)
         say(f"removed {paths.root}")
     say(f"down in {time.monotonic() - t0:.1f}s")
+
+
+def _clean_real_nodes(paths: StatePaths) -> None:
+    """Remove what the real nodes' processes leave on the host (see nodecleanup.py)."""
+    for node in node_specs(paths, MAX_NODES):
+        if node.state.exists():
+            for did in nodecleanup.clean_node(node):
+                say(f"{node.name}: {did}")
+    if removed := nodecleanup.remove_iptables_chains():
+        say(f"removed {removed} iptables chains (kube-proxy, CNI, masquerade)")
 
 
 def _port_open(port: int) -> bool:
@@ -186,7 +224,7 @@ def status(paths: StatePaths) -> bool:
     """Print each component's state; True when everything that should run is running and healthy."""
     ctx = _context(paths)
     ok, total_mib = True, 0.0
-    for c in COMPONENTS:
+    for c in cluster_components(paths):
         reason = c.optional(ctx)
         proc = _pidfile(paths, c)
         if reason and proc is None:

@@ -56,3 +56,42 @@ def remove_bridge(cfg: BridgeConfig = BridgeConfig()) -> None:
     """Delete the bridge if present (the pods' veths go with their namespaces)."""
     if bridge_exists(cfg):
         _ip("link", "del", cfg.name)
+
+
+def ensure_node_addresses(ips: list[str], cfg: BridgeConfig = BridgeConfig()) -> None:
+    """Add each extra node IP to the bridge as a /32 (the first node uses the bridge's own address).
+    A /32 adds no second route for the pod network, so the primary address stays the pods' gateway."""
+    primary = cfg.address.split("/")[0]
+    addrs = _ip("-o", "addr", "show", "dev", cfg.name).stdout
+    for ip in ips:
+        if ip != primary and f" {ip}/32 " not in addrs:
+            _ip("addr", "add", f"{ip}/32", "dev", cfg.name)
+
+
+MASQ_CHAIN = "KILN-MASQ"
+
+
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"iptables {' '.join(args)} failed: {out.stderr.strip()}")
+    return out
+
+
+def ensure_masquerade(pod_network: str, cfg: BridgeConfig = BridgeConfig()) -> None:
+    """Pods reach beyond the bridge (CoreDNS to the host's resolver, package registries) with the
+    host's address: one rule in a chain of ours, removed by `remove_masquerade`."""
+    if _iptables("-t", "nat", "-L", MASQ_CHAIN, "-n", check=False).returncode != 0:
+        _iptables("-t", "nat", "-N", MASQ_CHAIN)
+    rule = ["-s", pod_network, "!", "-o", cfg.name, "-j", "MASQUERADE"]
+    if _iptables("-t", "nat", "-C", MASQ_CHAIN, *rule, check=False).returncode != 0:
+        _iptables("-t", "nat", "-A", MASQ_CHAIN, *rule)
+    jump = ["-j", MASQ_CHAIN]
+    if _iptables("-t", "nat", "-C", "POSTROUTING", *jump, check=False).returncode != 0:
+        _iptables("-t", "nat", "-A", "POSTROUTING", *jump)
+
+
+def remove_masquerade() -> None:
+    _iptables("-t", "nat", "-D", "POSTROUTING", "-j", MASQ_CHAIN, check=False)
+    _iptables("-t", "nat", "-F", MASQ_CHAIN, check=False)
+    _iptables("-t", "nat", "-X", MASQ_CHAIN, check=False)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kiln_devcluster.nodes import MAX_NODES
 from kiln_devcluster.paths import StatePaths
 
 VALIDITY = dt.timedelta(days=3650)
@@ -78,7 +79,14 @@ CERTS: tuple[CertSpec, ...] = (
     # A dev cluster: the training-operator gets admin rights instead of a
     # hand-maintained ClusterRole copied from its manifests.
     CertSpec("training-operator", "kiln-training-operator", groups=("system:masters",)),
+    # Real nodes: the Node authorizer and NodeRestriction know a kubelet by this CN/O pair;
+    # RBAC's bootstrap binding system:node-proxier names the user system:kube-proxy.
+    *(CertSpec(f"kubelet-kiln-node-{i}", f"system:node:kiln-node-{i}", groups=("system:nodes",)) for i in range(MAX_NODES)),
+    CertSpec("kube-proxy", "system:kube-proxy"),
 )
+KUBECONFIGS = ("controller-manager", "scheduler", "training-operator", "kube-proxy",
+               *(f"kubelet-kiln-node-{i}" for i in range(MAX_NODES)))
+"""Components that get ``pki/<name>.kubeconfig`` (client certificate ``<name>``)."""
 
 
 @dataclass
@@ -255,7 +263,7 @@ def ensure_pki(paths: StatePaths, server: str = "https://127.0.0.1:6443") -> Pki
     if not (pki.sa_key.exists() and pki.sa_pub.exists()):
         _make_sa_keys(pki)
         pki.issued.append("sa")
-    for component in ("controller-manager", "scheduler", "training-operator"):
+    for component in KUBECONFIGS:
         _write_if_changed(pki.kubeconfig(component), kubeconfig_dict(server, pki, component, embed=False))
     _write_if_changed(paths.kubeconfig, kubeconfig_dict(server, pki, "admin", embed=True))
     paths.kubeconfig.chmod(0o600)
