@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 export DS_ACCELERATOR ?= cpu
 export KUBECONFIG ?= $(CURDIR)/.kiln/kubeconfig
 
-.PHONY: venv demo test test-unit test-integration test-e2e lint cluster-build cluster-up cluster-down images chart bench crd
+.PHONY: venv demo test test-unit test-integration test-e2e lint cluster-build host-deps cluster-up cluster-images cluster-down images chart bench crd
 
 venv:            ## the project virtualenv from requirements.lock
 	@scripts/venv.sh
@@ -12,8 +12,14 @@ venv:            ## the project virtualenv from requirements.lock
 cluster-build: venv  ## build the embedded cluster's binaries (cached in ~/.cache/kiln)
 	@devcluster/build.sh
 
-cluster-up: cluster-build  ## start etcd, apiserver, controllers, scheduler, MinIO, process node
+host-deps:       ## containerd, runc, CNI plugins, iptables, busybox for the real nodes (apt-get only when missing)
+	@devcluster/host-deps.sh
+
+cluster-up: cluster-build host-deps  ## start etcd, apiserver, controllers, scheduler, S3, the node(s) (KILN_NODE=real|process)
 	@$(PY) -m kiln_devcluster.cli up
+
+cluster-images: cluster-up  ## build the project's images (buildah) and import them into every real node's containerd
+	@for sock in $$($(PY) -m kiln_devcluster.cli sockets); do $(PY) -m kiln_devcluster.images import --address $$sock || exit 1; done
 
 cluster-down:    ## stop everything cluster-up started
 	@if [ -x $(PY) ]; then $(PY) -m kiln_devcluster.cli down; fi
@@ -26,10 +32,10 @@ test: venv lint test-unit test-integration test-e2e  ## what CI runs
 test-unit: venv
 	@scripts/pytest.sh tests/unit
 
-test-integration: cluster-build
+test-integration: cluster-build host-deps
 	@scripts/pytest.sh tests/integration
 
-test-e2e: cluster-build
+test-e2e: cluster-build host-deps
 	@scripts/pytest.sh tests/e2e
 
 lint: venv

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from kiln_devcluster import controlplane
+from kiln_devcluster.nodes import node_specs
 from kiln_devcluster.paths import StatePaths
 
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     p_down = sub.add_parser("down", help="stop everything `up` started")
     p_down.add_argument("--purge", action="store_true", help="also delete the state directory (.kiln)")
     sub.add_parser("status", help="show which components are up")
+    sub.add_parser("sockets", help="print each real node's containerd socket, one a line (to import images)")
     args = parser.parse_args(argv)
 
     paths = StatePaths.from_env()
@@ -25,9 +27,11 @@ def main(argv: list[str] | None = None) -> int:
             controlplane.up(paths, controlplane.UpOptions(node_ready_timeout_s=args.node_ready_timeout))
         elif args.cmd == "down":
             controlplane.down(paths, purge=args.purge)
+        elif args.cmd == "sockets":
+            print("\n".join(str(n.containerd_socket) for n in node_specs(paths)))
         else:
             return 0 if controlplane.status(paths) else 3
-    except (RuntimeError, TimeoutError, FileNotFoundError) as err:
+    except (RuntimeError, TimeoutError, FileNotFoundError, ValueError) as err:
         print(f"[kiln-dev] error: {err}", file=sys.stderr)
         return 1
     return 0

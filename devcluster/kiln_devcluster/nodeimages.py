@@ -6,8 +6,9 @@
 - ``kiln.local/busybox`` — Debian's busybox-static with its applets and a
   ``nobody`` user: the small image the node tests run (no registry to pull from).
 
-The project's own images (operator, trainer, serving) are part D's
-(devcluster/images/); `realnode.import_project_images` hands them to each node.
+The project's own images (operator, trainer, serving) are built and imported by
+``python -m kiln_devcluster.images import --address <socket>``, once per node socket
+(``kiln_devcluster.cli sockets``; ``make cluster-images`` does both).
 """
 
 from __future__ import annotations

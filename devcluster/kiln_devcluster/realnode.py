@@ -49,22 +49,8 @@ def _prepare_containerd(node: NodeSpec, ctx: Ctx) -> None:
 def _import_images(node: NodeSpec, ctx: Ctx) -> None:
     start = time.monotonic()
     imported = [img.ref for img in node_images(ctx.bin) if ensure_imported(node.containerd_socket, img)]
-    imported += import_project_images(node)
     if imported:
         say(f"{node.name}: imported {', '.join(imported)} ({time.monotonic() - start:.1f}s)")
-
-
-def import_project_images(node: NodeSpec) -> list[str]:
-    """The project's images (part D: kiln_devcluster.images) into this node, when that package is there."""
-    try:
-        from kiln_devcluster import images  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    importer = getattr(images, "import_into", None)
-    if importer is None:
-        return []
-    result = importer(node.containerd_socket)
-    return [str(r) for r in result] if isinstance(result, list | tuple) else []
 
 
 def _prepare_kubelet(node: NodeSpec, ctx: Ctx) -> None:

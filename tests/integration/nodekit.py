@@ -1,16 +1,22 @@
-"""Helpers for the process-node integration tests: namespaces, pod manifests, waits on pod state."""
+"""Helpers for the node integration tests: namespaces, pod manifests, waits on pod state; real-node helpers."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+from clusterlib import Cluster
 from kubernetes import client
 from waiting import wait_for
 
 PY_IMAGE = "python:3.11-slim"  # mapped to the project venv by devcluster/images.yaml
+BUSYBOX = "kiln.local/busybox:1.35"
+"""On real nodes: imported into every node's containerd by `up` (devcluster/kiln_devcluster/nodeimages.py)."""
+PAGE_PORT = 8080
 
 
 @contextmanager
@@ -85,3 +91,44 @@ def pod_log(core: client.CoreV1Api, ns: str, name: str, **kwargs: Any) -> str:
     """
     resp = core.read_namespaced_pod_log(name, ns, _preload_content=False, **kwargs)
     return str(resp.data.decode("utf-8"))
+
+def real_node_names(cluster: Cluster) -> list[str]:
+    """Names of the nodes run by a kubelet on containerd; skips the test when there is none."""
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    names = [n["metadata"]["name"] for n in nodes
+             if n["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")]
+    if not names:
+        pytest.skip("the cluster runs the process node (KILN_NODE=process), not kubelet + containerd")
+    return names
+
+
+def busybox_pod(name: str, script: str, **container: Any) -> dict[str, Any]:
+    """A pod running ``sh -c script`` in busybox; extra keyword arguments go into the container."""
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"test": name}},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
+                 "containers": [{"name": "main", "image": BUSYBOX, "imagePullPolicy": "Never",
+                                 "command": ["sh", "-c", script], **container}]},
+    }
+
+
+def page_server(name: str, text: str) -> dict[str, Any]:
+    """A pod whose busybox httpd serves ``text`` at / on PAGE_PORT (ready once it answers)."""
+    script = f"mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p {PAGE_PORT} -h /www"
+    manifest = busybox_pod(name, script, ports=[{"containerPort": PAGE_PORT}],
+                           readinessProbe={"httpGet": {"path": "/", "port": PAGE_PORT}, "periodSeconds": 1})
+    manifest["spec"]["restartPolicy"] = "Always"
+    return manifest
+
+
+def service(name: str, selector: dict[str, str], port: int = 80) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": selector, "ports": [{"port": port, "targetPort": PAGE_PORT}]}}
+
+
+def wait_ready(core: client.CoreV1Api, ns: str, name: str, timeout: float = 120) -> None:
+    def ready() -> bool:
+        statuses = core.read_namespaced_pod_status(name, ns).status.container_statuses or []
+        return bool(statuses) and all(s.ready for s in statuses)
+
+    wait_for(ready, timeout, f"pod {ns}/{name} ready")
