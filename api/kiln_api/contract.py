@@ -95,6 +95,8 @@ TRAINER_CONTAINER = "trainer"
 METRICS_PORT = 9464
 """Rank 0 serves kiln_train_* gauges here (TrainConfig.monitor.prometheus_port); the chart scrapes it."""
 METRICS_PORT_NAME = "metrics"
+TERMINATION_GRACE_SECONDS = 120
+"""SIGTERM → SIGKILL window of a training pod: the ranks commit an emergency checkpoint in it."""
 
 # ------------------------------------------------------------------ exit codes
 

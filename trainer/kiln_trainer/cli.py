@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from kiln_api.contract import EXIT_BAD_CONFIG
+
 
 def _sub(subs: argparse._SubParsersAction, name: str, target: str, help_text: str) -> argparse.ArgumentParser:
     p = subs.add_parser(name, help=help_text)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(entry(args.config, **extra) or 0)
     except ValueError as e:  # config errors name their field; no traceback needed
         print(f"kiln-trainer {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG  # the pod contract's "never retry": a restart cannot fix a config
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Pieces every child manifest shares: names, labels, owner references, env, pod security.
 
 Builders are pure: (run) → dict. ``Run`` carries just what they need from the TrainingRun body, so
-golden tests build one by hand and no cluster is involved.
+golden tests build one by hand and no cluster is involved. Every name, path, port and command a pod
+shares with the trainer comes from ``kiln_api.contract``.
 """
 
 from __future__ import annotations
@@ -9,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kiln_api import contract as c
 from kiln_api import trainingrun as tr
 from kiln_api.trainingrun import TrainingRunSpec
 
 LABEL_RUN = "kiln.dev/run"
 LABEL_STAGE = "kiln.dev/stage"
-CONFIG_DIR = "/etc/kiln"
-MASTER_PORT = 23456  # the PyTorchJob default port, used for the Indexed Job too
 SPOT_TAINT = "kiln.dev/spot"
 
 
@@ -71,20 +71,19 @@ def metadata(run: Run, name: str, stage: str) -> dict[str, Any]:
     }
 
 
+def env_values(values: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
 def storage_env(run: Run) -> list[dict[str, Any]]:
     """Run identity and S3 access for every trainer container; credentials only by secretKeyRef."""
     s = run.spec.storage
-    env: list[dict[str, Any]] = [
-        {"name": "KILN_RUN_NAME", "value": run.name},
-        {"name": "KILN_RUN_NAMESPACE", "value": run.namespace},
-        {"name": "KILN_STORAGE_URI", "value": s.uri},
-        {"name": "AWS_DEFAULT_REGION", "value": s.region},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-    ]
+    env = env_values({c.ENV_RUN_NAME: run.name, c.ENV_RUN_NAMESPACE: run.namespace, c.ENV_STORAGE_URI: s.uri,
+                      c.ENV_AWS_REGION: s.region, "PYTHONUNBUFFERED": "1"})
     if s.endpoint:
-        env.append({"name": "AWS_ENDPOINT_URL", "value": s.endpoint})
+        env.append({"name": c.ENV_AWS_ENDPOINT, "value": s.endpoint})
     if s.secret_ref is not None:
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        for key in c.CREDENTIAL_KEYS:
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": s.secret_ref.name, "key": key}}})
     return env
 
@@ -115,41 +114,48 @@ def resources(run: Run, gpus: bool) -> dict[str, Any]:
 
 def volumes(run: Run, shm: bool) -> list[dict[str, Any]]:
     vols: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": child_name(run, "config")}},
-        {"name": "tmp", "emptyDir": {}},  # writable scratch under a read-only root
+        {"name": c.CONFIG_VOLUME, "configMap": {"name": child_name(run, "config")}},
+        {"name": c.WORK_VOLUME, "emptyDir": {}},  # the only writable place under a read-only root
     ]
     if shm:
-        vols.append({"name": "shm", "emptyDir": {"medium": "Memory"}})  # NCCL/gloo shared memory
+        vols.append({"name": c.SHM_VOLUME, "emptyDir": {"medium": "Memory"}})  # NCCL/gloo shared memory
     return vols
 
 
 def mounts(shm: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": c.CONFIG_VOLUME, "mountPath": c.CONFIG_DIR, "readOnly": True},
+        {"name": c.WORK_VOLUME, "mountPath": c.WORK_DIR},
     ]
     if shm:
-        out.append({"name": "shm", "mountPath": "/dev/shm"})
+        out.append({"name": c.SHM_VOLUME, "mountPath": c.SHM_DIR})
     return out
 
 
-def trainer_container(run: Run, step: str, *, name: str = "trainer", extra_env: list[dict[str, Any]] | None = None,
-                      gpus: bool = False, shm: bool = False,
+def trainer_container(run: Run, step: str, *, name: str = c.TRAINER_CONTAINER,
+                      extra_env: list[dict[str, Any]] | None = None, gpus: bool = False, shm: bool = False,
                       ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A container running ``kiln-trainer <step> --config /etc/kiln/<step>.yaml``."""
-    c: dict[str, Any] = {
+    """A container running the contract's ``kiln-trainer <step> --config /etc/kiln/<step>.yaml``."""
+    container: dict[str, Any] = {
         "name": name,
         "image": run.spec.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["kiln-trainer", step, "--config", f"{CONFIG_DIR}/{step}.yaml"],
-        "env": storage_env(run) + (extra_env or []),
+        "command": c.step_command(step),
+        "env": storage_env(run) + env_values(c.writable_env()) + (extra_env or []),
         "resources": resources(run, gpus),
         "securityContext": container_security(),
         "volumeMounts": mounts(shm),
     }
     if ports:
-        c["ports"] = ports
-    return c
+        container["ports"] = ports
+    return container
+
+
+def never_retry_bad_config(container: str) -> dict[str, Any]:
+    """A Job podFailurePolicy: a config error (the contract's permanent exit codes) fails the Job at
+    once instead of spending its backoffLimit on pods that would fail the same way."""
+    return {"rules": [{"action": "FailJob", "onExitCodes": {
+        "containerName": container, "operator": "In", "values": list(c.PERMANENT_EXIT_CODES)}}]}
 
 
 def pod_spec(run: Run, container: dict[str, Any], *, shm: bool, grace_seconds: int = 30) -> dict[str, Any]:
@@ -175,6 +181,7 @@ def step_job(run: Run, stage: str, backoff_limit: int = 2) -> dict[str, Any]:
         "metadata": meta,
         "spec": {
             "backoffLimit": backoff_limit,
+            "podFailurePolicy": never_retry_bad_config(c.TRAINER_CONTAINER),
             "template": {
                 "metadata": {"labels": dict(meta["labels"])},
                 "spec": pod_spec(run, trainer_container(run, stage), shm=False),

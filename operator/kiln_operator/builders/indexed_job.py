@@ -1,41 +1,38 @@
 """The training gang as an Indexed Job + headless Service, for clusters without Kubeflow.
 
-Pod ``i`` gets hostname ``<run>-train-i`` under the Service's subdomain, so rank 0 is reachable at
-``<run>-train-0.<run>-train``; the completion index is the node rank. The environment matches what a
-PyTorchJob injects, so the trainer cannot tell the launchers apart.
+Pod ``i`` gets hostname ``<run>-train-i`` under the Service's subdomain, so node rank 0 is reachable at
+``<run>-train-0.<run>-train``; the completion index is the node rank. The environment carries the same
+contract variables a PyTorchJob's controller injects, so the trainer cannot tell the launchers apart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kiln_api import contract as c
+
 from kiln_operator.builders.common import (
     LABEL_RUN,
     LABEL_STAGE,
-    MASTER_PORT,
     Run,
     child_name,
     metadata,
+    never_retry_bad_config,
     pod_spec,
-    trainer_container,
 )
-from kiln_operator.builders.training_env import GRACE_SECONDS, ports, rendezvous_env
-
-STAGE = "train"
-_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+from kiln_operator.builders.training_env import GRACE_SECONDS, STAGE, training_container
 
 
 def index_env(run: Run) -> list[dict[str, Any]]:
+    """What Kubeflow would inject: rendezvous on node rank 0, world in processes, rank = pod index."""
     name = child_name(run, STAGE)
-    master = f"{name}-0.{name}"
+    index = {"valueFrom": {"fieldRef": {"fieldPath": c.COMPLETION_INDEX_FIELD}}}
     return [
-        {"name": "MASTER_ADDR", "value": master},
-        {"name": "MASTER_PORT", "value": str(MASTER_PORT)},
-        {"name": "WORLD_SIZE", "value": str(run.spec.training.nodes)},
-        {"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": _INDEX}}},
-        {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": _INDEX}}},
-        {"name": "PET_MASTER_ADDR", "value": master},
-        {"name": "PET_MASTER_PORT", "value": str(MASTER_PORT)},
+        {"name": c.ENV_MASTER_ADDR, "value": f"{name}-0.{name}"},
+        {"name": c.ENV_MASTER_PORT, "value": str(c.RENDEZVOUS_PORT)},
+        {"name": c.ENV_WORLD_SIZE, "value": str(run.spec.training.devices())},
+        {"name": c.ENV_RANK, **index},
+        {"name": c.ENV_NODE_RANK, **index},
     ]
 
 
@@ -50,7 +47,7 @@ def build_headless_service(run: Run) -> dict[str, Any]:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {LABEL_RUN: run.name, LABEL_STAGE: STAGE},
-            "ports": [{"name": "rendezvous", "port": MASTER_PORT, "targetPort": MASTER_PORT}],
+            "ports": [{"name": "rendezvous", "port": c.RENDEZVOUS_PORT, "targetPort": c.RENDEZVOUS_PORT}],
         },
     }
 
@@ -60,8 +57,7 @@ def build_indexed_job(run: Run) -> dict[str, Any]:
     name = child_name(run, STAGE)
     meta = metadata(run, name, STAGE)
     nodes = run.spec.training.nodes
-    container = trainer_container(run, STAGE, extra_env=rendezvous_env(run) + index_env(run),
-                                  gpus=True, shm=True, ports=ports())
+    container = training_container(run, c.TRAINER_CONTAINER, extra_env=index_env(run))
     pod = pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS)
     pod["subdomain"] = name
     return {
@@ -73,6 +69,8 @@ def build_indexed_job(run: Run) -> dict[str, Any]:
             "completions": nodes,
             "parallelism": nodes,
             "backoffLimit": 0,
+            # The gang restarts whole, from the operator; this only names a config error as the cause.
+            "podFailurePolicy": never_retry_bad_config(c.TRAINER_CONTAINER),
             "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod},
         },
     }

@@ -1,24 +1,25 @@
 """The training gang as a Kubeflow PyTorchJob (Master + Workers).
 
-The Kubeflow controller injects MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK and PET_NODE_RANK /
-PET_MASTER_* into the container named ``pytorch``. Restarts are the operator's: backoffLimit 0 and
-restartPolicy Never make any pod failure fail the job, and the operator restarts the whole gang from
-the newest committed checkpoint (DeepSpeed cannot re-admit one restarted rank).
+The Kubeflow controller injects MASTER_ADDR, MASTER_PORT, WORLD_SIZE (pods × nprocPerNode), RANK (the
+pod's index) and PET_NODE_RANK / PET_NNODES / PET_NPROC_PER_NODE into the container named ``pytorch``;
+those names are the pod contract's (``kiln_api.contract``). Restarts are the operator's: backoffLimit 0
+and restartPolicy Never make any pod failure fail the job, and the operator restarts the whole gang from
+the newest committed checkpoint (DeepSpeed cannot re-admit one restarted rank) — unless a pod exited
+with the contract's bad-config code, which no restart can fix.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kiln_operator.builders.common import Run, child_name, metadata, pod_spec, trainer_container
-from kiln_operator.builders.training_env import GRACE_SECONDS, nproc_per_node, ports, rendezvous_env
+from kiln_api import contract as c
 
-STAGE = "train"
+from kiln_operator.builders.common import Run, child_name, metadata, pod_spec
+from kiln_operator.builders.training_env import GRACE_SECONDS, STAGE, nproc_per_node, training_container
 
 
 def _replica(run: Run, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
-    container = trainer_container(run, STAGE, name="pytorch", extra_env=rendezvous_env(run),
-                                  gpus=True, shm=True, ports=ports())
+    container = training_container(run, c.PYTORCHJOB_CONTAINER)
     return {
         "replicas": replicas,
         "restartPolicy": "Never",

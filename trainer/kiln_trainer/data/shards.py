@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kiln_api import contract
 
 from kiln_trainer.data.manifest import MANIFEST, TOKENIZER, parse_manifest, sha256_file
 
@@ -91,7 +92,7 @@ def open_dataset(where: str | Path, *, verify: bool = True, cache_dir: str | Pat
     """Open a dataset folder (local path, file:// or s3:// URI of `<root>/datasets/<hash>`)."""
     text = str(where)
     if text.startswith("s3://"):
-        cache = Path(cache_dir or os.environ.get("KILN_CACHE") or Path.home() / ".cache" / "kiln") / "datasets"
+        cache = Path(cache_dir or os.environ.get(contract.ENV_CACHE) or Path.home() / ".cache" / "kiln") / "datasets"
         path = _download(text, cache)
     else:
         path = Path(text[len("file://"):] if text.startswith("file://") else text)

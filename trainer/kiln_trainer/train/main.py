@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kiln_api import contract
 from kiln_api.train_config import ConfigError, TrainConfig
 from kiln_api.train_presets import apply_preset
 
-from kiln_trainer.train import build
+from kiln_trainer.train import build, launch
 from kiln_trainer.train.checkpoint import Checkpointer
 from kiln_trainer.train.data import load_splits
 from kiln_trainer.train.ds_config import deepspeed_config
@@ -29,7 +30,6 @@ from kiln_trainer.train.model import count_params, flops_per_token
 from kiln_trainer.train.status_sink import status_progress_from_env
 
 log = logging.getLogger("kiln.train")
-EXIT_PREEMPTED = 143  # what a process killed by SIGTERM reports; the pod restarts and resumes
 
 
 def load_config(path: str) -> TrainConfig:
@@ -77,12 +77,19 @@ def run_training(cfg: TrainConfig, hooks: Hooks | None = None,
 
 
 def main(config_path: str) -> int:
+    """The pod's entry point; returns an exit code of the pod contract (kiln_api.contract)."""
     # Rank-0 logging: other ranks only report warnings and errors.
-    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    level = logging.INFO if os.environ.get(contract.ENV_RANK, "0") == "0" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(config_path)
+    # Checked before torchrun starts: a rank's ConfigError would reach the pod only as torchrun's 1.
+    cfg.check_world(launch.world_size())
+    gang = launch.pod_gang()
+    if gang is not None:
+        return launch.run_torchrun(gang, config_path)
     status = status_progress_from_env()
-    outcome: Any = run_training(load_config(config_path), progress=[status] if status else None)
-    return EXIT_PREEMPTED if outcome.reason == "preempted" else 0
+    outcome: Any = run_training(cfg, progress=[status] if status else None)
+    return contract.EXIT_PREEMPTED if outcome.reason == "preempted" else contract.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from kiln_api import contract
 from kiln_api.trainingrun import GROUP, PLURAL, VERSION, progress_patch
 
 log = logging.getLogger("kiln.train")
@@ -65,7 +66,7 @@ def _rounded(key: str, value: Any) -> Any:
 def status_progress_from_env(env: dict[str, str] | None = None, sa_dir: Path = SA_DIR) -> StatusProgress | None:
     """The sink when running in a kiln pod (run identity in env, a ServiceAccount token mounted)."""
     e = os.environ if env is None else env
-    name, ns = e.get("KILN_RUN_NAME"), e.get("KILN_RUN_NAMESPACE")
+    name, ns = e.get(contract.ENV_RUN_NAME), e.get(contract.ENV_RUN_NAMESPACE)
     host, port = e.get("KUBERNETES_SERVICE_HOST"), e.get("KUBERNETES_SERVICE_PORT", "443")
     if not (name and ns and host) or not (sa_dir / "token").exists():
         return None
