@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln_api.contract import is_permanent_exit
+
 # Pod signals of a preemption or eviction, as opposed to the program failing on its own.
 _PREEMPTION_REASONS = frozenset({"Preempted", "Evicted", "Shutdown", "NodeShutdown", "Terminated",
                                  "PreemptionByScheduler", "TerminationByKubelet", "DeletionByTaintManager",
@@ -35,6 +37,16 @@ def is_preemption(pods: list[dict[str, Any]]) -> bool:
             if c.get("type") == "DisruptionTarget" and c.get("status") == "True":
                 return True
     return False
+
+
+def permanent_failure(pods: list[dict[str, Any]]) -> str | None:
+    """Which pod exited with a code of the pod contract that no restart can fix (a bad config), if any."""
+    for pod in pods:
+        for st in (pod.get("status") or {}).get("containerStatuses") or []:
+            code = ((st.get("state") or {}).get("terminated") or {}).get("exitCode")
+            if code is not None and is_permanent_exit(int(code)):
+                return f"pod {pod.get('metadata', {}).get('name', '?')} exited with {code} (bad config)"
+    return None
 
 
 def terminating(obj: dict[str, Any] | None) -> bool:

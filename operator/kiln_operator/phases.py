@@ -128,6 +128,9 @@ def _training_objects(ctx: Ctx, kind: str) -> list[dict[str, Any]]:
 def _restart(ctx: Ctx, job: dict[str, Any], message: str) -> Transition | None:
     """Whole-gang restart after a failure; preemptions have their own, larger budget."""
     pods = ctx.kube.list("v1", "Pod", ctx.run.namespace, f"{LABEL_RUN}={ctx.run.name},{LABEL_STAGE}=train")
+    permanent = children.permanent_failure(pods)
+    if permanent is not None:  # the same config would fail the same way: spend no restart on it
+        return Transition("Failed", "InvalidConfig", f"{permanent}; not restarted: {message}")
     reason = "preemption" if children.is_preemption(pods) else "failure"
     restarts = dict(ctx.status.get("restarts") or {"failure": 0, "preemption": 0})
     restarts[reason] = int(restarts.get(reason, 0)) + 1

@@ -112,6 +112,16 @@ def test_preemptions_do_not_use_the_failure_budget(driver: Driver) -> None:
     assert any("after preemption" in e for e in driver.events)
 
 
+def test_a_bad_config_exit_fails_the_run_without_a_restart(driver: Driver) -> None:
+    _to_training(driver)
+    terminated = {"state": {"terminated": {"exitCode": 78}}}  # kiln_api.contract.EXIT_BAD_CONFIG
+    driver.kube.pods = [{"metadata": {"name": "tiny-train-worker-0"}, "status": {"containerStatuses": [terminated]}}]
+    driver.kube.finish("PyTorchJob", "tiny-train", "Failed")
+    assert driver.tick() == "Failed" and driver.status["reason"] == "InvalidConfig"
+    assert driver.status.get("restarts") is None
+    assert "deletionTimestamp" not in driver.kube.objs[("PyTorchJob", "tiny-train")]["metadata"]
+
+
 def test_deleted_training_job_is_recreated(driver: Driver) -> None:
     _to_training(driver)
     del driver.kube.objs[("PyTorchJob", "tiny-train")]
