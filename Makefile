@@ -46,11 +46,17 @@ lint: venv
 crd: venv        ## regenerate the CRD in the chart from api/
 	$(PY) -m kiln_api.crd > charts/kiln/crds/trainingrun.yaml
 
-images:          ## build the container images (needs a Docker engine)
-	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "no Docker engine here; Dockerfiles are linted by the unit tests"; exit 0; }
-	docker build -t kiln/operator:dev -f images/operator/Dockerfile .
-	docker build -t kiln/trainer:dev -f images/trainer/Dockerfile .
-	docker build -t kiln/serving:dev -f images/serving/Dockerfile .
+images:          ## build the container images with Docker (the dev cluster builds them with buildah: cluster-images)
+	@# One shell for the whole recipe: an `exit 0` on its own line would not stop the lines after it.
+	@if ! command -v docker >/dev/null 2>&1; then \
+		echo "images: no docker command on this machine; nothing built (make cluster-images builds them with buildah)"; \
+	elif ! docker info >/dev/null 2>&1; then \
+		echo "images: docker cannot reach a Docker engine; nothing built (make cluster-images builds them with buildah)"; \
+	else \
+		set -e; for image in operator trainer serving; do \
+			docker build -t kiln/$$image:dev -f images/$$image/Dockerfile .; \
+		done; \
+	fi
 
 chart: cluster-build  ## lint and package the Helm chart with the built helm
 	$$(devcluster/build.sh --print-bin)/helm lint charts/kiln
