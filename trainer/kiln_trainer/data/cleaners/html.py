@@ -1,6 +1,7 @@
 """HTML left over from extraction: tags go (with the content of scripts and styles), entities decode.
 
-A tag is ``<name …>`` or ``</name>`` with a letter right after ``<``, so ``a < b`` in prose stays.
+A tag is ``<name …>`` or ``</name>`` where name is an HTML element, so ``a < b`` in prose and the
+placeholders of usage lines (``cp <file> <dir>``, ``FORMAT1<newline>FORMAT2``) stay.
 """
 
 from __future__ import annotations
@@ -9,7 +10,16 @@ import html
 import re
 
 _INVISIBLE = re.compile(r"<(script|style|noscript|template)\b[^>]*>.*?</\1\s*>", re.S | re.I)
-_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]{0,500})?/?>", re.S)
+_ELEMENTS = (
+    "a abbr address area article aside audio b base bdi bdo blockquote body br button canvas caption center "
+    "cite code col colgroup data datalist dd del details dfn dialog div dl dt em embed fieldset figcaption "
+    "figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup hr html i iframe img input "
+    "ins kbd label legend li link main map mark menu meta meter nav noscript object ol optgroup option output "
+    "p param picture pre progress q rp rt ruby s samp script section select small source span strike strong "
+    "style sub summary sup svg table tbody td template textarea tfoot th thead time title tr track tt u ul "
+    "var video wbr"
+).split()
+_TAG = re.compile(rf"<!--.*?-->|</?(?:{'|'.join(_ELEMENTS)})(?:\s[^<>]{{0,500}})?/?>", re.S | re.I)
 _ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
 

@@ -7,7 +7,7 @@ a link). Then:
 
 - headings ``## Title`` / setext underlines → ``Title`` on its own line; rules (``---``) go;
 - ``**strong**``, ``__strong__``, ``*em*``, ``_em_``, ``~~del~~``, ``` `code` ``` → their text
-  (``_`` only at word edges, so ``snake_case`` stays);
+  (``_`` only at word edges, so ``snake_case`` stays; ``*`` also inside words, as in CommonMark);
 - links ``[text](url)``, ``[text][ref]`` → ``text``; autolinks ``<https://…>`` → the URL;
   images ``![alt](src)`` go whole; reference definitions ``[ref]: url`` go;
 - fenced code: the fence lines go, the code stays verbatim (no emphasis rules inside);
@@ -22,7 +22,8 @@ import re
 _FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
 _SIGNALS = {
     "heading": re.compile(r"^#{1,6}[ \t]+\S", re.M),
-    "link": re.compile(r"!?\[[^\]\n]+\]\([^)\s]+(?:\s+\"[^\"\n]*\")?\)"),
+    # a link target has a slash, dot or hash: `fns[0](logits)` in code is not a link
+    "link": re.compile(r"!?\[[^\]\n]+\]\([^)\s]*[/.#][^)\s]*(?:\s+\"[^\"\n]*\")?\)"),
     "strong": re.compile(r"(\*\*|__)\S(?:.*?\S)?\1"),
     "table": re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)+\|?\s*$", re.M),
     "setext": re.compile(r"^[^\n#>|-].*\n(?:={3,}|-{3,})[ \t]*$", re.M),
@@ -38,7 +39,7 @@ _QUOTE = re.compile(r"^[ ]{0,3}(?:>[ ]?)+")
 _BULLET = re.compile(r"^([ \t]*)[*+][ \t]+")
 _EMPHASIS = [
     re.compile(r"\*\*(\S(?:.*?\S)?)\*\*"), re.compile(r"(?<!\w)__(\S(?:.*?\S)?)__(?!\w)"),
-    re.compile(r"~~(\S(?:.*?\S)?)~~"), re.compile(r"(?<![*\w])\*(\S(?:[^*\n]*?\S)?)\*(?![*\w])"),
+    re.compile(r"~~(\S(?:.*?\S)?)~~"), re.compile(r"(?<!\*)\*(\S(?:[^*\n]*?\S)?)\*(?!\*)"),  # `*` works inside words too
     re.compile(r"(?<!\w)_(\S(?:[^_\n]*?\S)?)_(?!\w)"),
 ]
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
