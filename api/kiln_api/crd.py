@@ -5,60 +5,41 @@ when the chart's copy drifts from this output.
 
 The schema is structural (every field typed, defaults in place so nested defaults apply) and carries
 CEL rules (``x-kubernetes-validations``) for what a type cannot say: cross-field checks, forbidden
-inline credentials and immutability. Each rule names its field in the message *and* via
-``fieldPath`` so ``kubectl apply`` errors point at the culprit.
+inline credentials and immutability. Cross-field rules are not written here: each type declares them
+once in its ``RULES`` (``kiln_api.rules``) and this module renders them to CEL. Each rule names its
+field in the message *and* via ``fieldPath`` so ``kubectl apply`` errors point at the culprit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from typing import Any
 
 import yaml
 
 from kiln_api import trainingrun as tr
+from kiln_api.rules import rules_of
 from kiln_api.specfields import camel, constraints, field_docs, hints, to_dict, unwrap_optional
 
 _DEFAULT_MAX_STRING = 1024  # bounds the CEL cost estimate of rules that compare whole objects
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """One CEL rule attached to the object at ``where`` (a dataclass)."""
+def _json_paths(cls: type, where: str, out: dict[type, str]) -> dict[type, str]:
+    """Where each dataclass sits in the resource (``TrainingSpec`` → ``spec.training``), for messages."""
+    out.setdefault(cls, where)
+    for f in dataclasses.fields(cls):
+        inner, _ = unwrap_optional(hints(cls)[f.name])
+        if typing.get_origin(inner) is list:
+            inner = typing.get_args(inner)[0]
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            _json_paths(inner, f"{where}.{camel(f.name)}", out)
+    return out
 
-    where: type
-    rule: str
-    message: str
-    field_path: str
 
+WHERE = _json_paths(tr.TrainingRunSpec, "spec", {})
 
-# Cross-field rules. Their Python twins live in the dataclasses' __post_init__.
-RULES: tuple[Rule, ...] = (
-    Rule(tr.ZeroSpec, "!self.offloadParams || self.stage == 3",
-         "spec.training.zero.offloadParams needs zero stage 3", ".offloadParams"),
-    Rule(tr.ZeroSpec, "!self.offloadOptimizer || self.stage >= 1",
-         "spec.training.zero.offloadOptimizer needs zero stage >= 1", ".offloadOptimizer"),
-    Rule(tr.TrainingSpec, "has(self.maxSteps) != has(self.maxTokens)",
-         "spec.training.maxSteps: set exactly one of maxSteps and maxTokens", ".maxSteps"),
-    Rule(tr.TrainingSpec,
-         "self.globalBatchSize % (self.microBatchSize * self.nodes * (has(self.processesPerNode) ? "
-         "self.processesPerNode : (self.gpusPerNode > 0 ? self.gpusPerNode : 1))) == 0",
-         "spec.training.globalBatchSize must be a multiple of microBatchSize × nodes × processes per node",
-         ".globalBatchSize"),
-    Rule(tr.TrainingSpec, "self.gpusPerNode == 0 || !has(self.processesPerNode) || self.processesPerNode == self.gpusPerNode",
-         "spec.training.processesPerNode must equal gpusPerNode (one rank per GPU)", ".processesPerNode"),
-    Rule(tr.TrainingSpec, "(self.gpusPerNode == 0) == (self.accelerator == 'cpu')",
-         "spec.training.accelerator must be cpu exactly when gpusPerNode is 0", ".accelerator"),
-    Rule(tr.ModelSpec, "(self.preset == 'custom') == has(self.custom)",
-         "spec.model.custom must be set exactly when preset is custom", ".custom"),
-    Rule(tr.CustomModel, "self.hidden % self.heads == 0",
-         "spec.model.custom.hidden must be divisible by heads", ".hidden"),
-    Rule(tr.TrainingRunSpec,
-         "self.model.objective != 'distillation' || has(self.training.distillation)",
-         "spec.training.distillation is required when model.objective is distillation",
-         ".training.distillation"),
-)
 
 # Fields that exist in the schema only to be refused with a clear message, whatever the client's
 # fieldValidation mode (unknown fields would otherwise be pruned silently).
@@ -133,7 +114,7 @@ def field_schema(cls: type, f: dataclasses.Field[Any]) -> dict[str, Any]:
             schema["default"] = []
     if c.immutable:
         schema.setdefault("x-kubernetes-validations", []).append(
-            {"rule": "self == oldSelf", "message": f"{camel(f.name)} is immutable once set"}
+            {"rule": "self == oldSelf", "message": f"{camel(f.name)} is immutable once set (recreate the run to change it)"}
         )
     return schema
 
@@ -152,7 +133,15 @@ def object_schema(cls: type) -> dict[str, Any]:
     schema["properties"] = props
     if required:
         schema["required"] = required
-    rules = [{"rule": r.rule, "message": r.message, "fieldPath": r.field_path} for r in RULES if r.where is cls]
+    rules = [r.cel_rule(cls, WHERE.get(cls, cls.__name__)) for r in rules_of(cls)]
+    for f in dataclasses.fields(cls):
+        if constraints(f).immutable and unwrap_optional(hints(cls)[f.name])[1]:
+            # A field's own transition rule only runs when old and new both have it: setting or
+            # unsetting an optional immutable field is caught one level up.
+            name = camel(f.name)
+            rules.append({"rule": f"has(self.{name}) == has(oldSelf.{name})",
+                          "message": f"{WHERE.get(cls, cls.__name__)}.{name} is immutable: it cannot be set or "
+                                     "unset after creation", "fieldPath": f".{name}"})
     for name, message in FORBIDDEN.get(cls, {}).items():
         props[name] = {"type": "string", "maxLength": 4096, "description": "Forbidden; see the message."}
         rules.append({"rule": f"!has(self.{name})", "message": message, "fieldPath": f".{name}"})

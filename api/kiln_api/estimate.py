@@ -24,7 +24,9 @@ FLOPs = 6·N·tokens (Kaplan et al.); time = FLOPs / (devices × peak × MFU).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
+from kiln_api.compiler import resolve_spec
 from kiln_api.presets import ACCELERATORS, GiB
 from kiln_api.train_config import ModelConfig
 from kiln_api.train_presets import PRESETS as TRAIN_PRESETS
@@ -34,6 +36,16 @@ FRAMEWORK_OVERHEAD_BYTES = 1 * GiB
 """CUDA context, NCCL buffers and allocator fragmentation, per device."""
 DEFAULT_MFU = 0.35
 """Model FLOPs utilization assumed for time estimates (torchtitan/OLMo report 0.33–0.48 on H100)."""
+T = TypeVar("T")
+
+
+def _set(value: T | None, name: str) -> T:
+    """A field the preset decides; the estimate works on resolved specs (kiln_api.compiler.resolve_spec)."""
+    if value is None:
+        raise ValueError(f"training.{name} is unset: estimate a resolved spec (kiln_api.compiler.resolve_spec)")
+    return value
+
+
 _UNITS = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
@@ -99,11 +111,12 @@ def model_state_bytes(psi: int, precision: str, zero: ZeroSpec, devices: int) ->
     """(params, grads, optimizer, offloaded-to-host) bytes per device by the ZeRO-paper formulas."""
     p_bytes, g_bytes, k = (4, 4, 8) if precision == "fp32" else (2, 2, 12)
     params, grads, opt = p_bytes * psi, g_bytes * psi, k * psi
-    if zero.stage >= 1:
+    stage = _set(zero.stage, "zero.stage")
+    if stage >= 1:
         opt //= devices
-    if zero.stage >= 2:
+    if stage >= 2:
         grads //= devices
-    if zero.stage >= 3:
+    if stage >= 3:
         params //= devices
     host = 0
     if zero.offload_optimizer:
@@ -130,8 +143,10 @@ def activation_bytes(shape: Shape, micro_batch: int, checkpointing: bool) -> int
 
 
 def memory_per_device(m: Shape, t: TrainingSpec) -> MemoryBreakdown:
-    params, grads, opt, host = model_state_bytes(param_count(m.model), t.precision, t.zero, t.devices())
-    acts = activation_bytes(m, t.micro_batch_size, t.activation_checkpointing)
+    params, grads, opt, host = model_state_bytes(param_count(m.model), _set(t.precision, "precision"), t.zero,
+                                                 t.devices())
+    acts = activation_bytes(m, _set(t.micro_batch_size, "microBatchSize"),
+                            _set(t.activation_checkpointing, "activationCheckpointing"))
     return MemoryBreakdown(params, grads, opt, acts, FRAMEWORK_OVERHEAD_BYTES, host)
 
 
@@ -190,21 +205,21 @@ def _tokens(m: Shape, t: TrainingSpec) -> int:
     if t.max_tokens is not None:
         return t.max_tokens
     assert t.max_steps is not None  # TrainingSpec guarantees exactly one budget
-    return t.max_steps * t.global_batch_size * m.seq_len
+    return t.max_steps * _set(t.global_batch_size, "globalBatchSize") * m.seq_len
 
 
 def _alternatives(t: TrainingSpec) -> list[tuple[str, TrainingSpec]]:
     """Cheaper-memory variants, in the order we would recommend them."""
     z = t.zero
     out = []
-    if z.stage < 3:
+    if _set(z.stage, "zero.stage") < 3:
         out.append(("zero.stage: 3", replace(t, zero=replace(z, stage=3))))
     if not t.activation_checkpointing:
         out.append(("activationCheckpointing: true", replace(t, activation_checkpointing=True)))
-    if t.micro_batch_size > 1:
+    if _set(t.micro_batch_size, "microBatchSize") > 1:
         out.append(("microBatchSize: 1", replace(t, micro_batch_size=1)))
     out.append(("zero: {stage: 3, offloadOptimizer: true}",
-                replace(t, zero=ZeroSpec(stage=3, offload_optimizer=True))))
+                replace(t, zero=ZeroSpec(stage=3, offload_optimizer=True, offload_params=False))))
     out.append(("zero: {stage: 3, offloadOptimizer: true, offloadParams: true}, activationCheckpointing: true,"
                 " microBatchSize: 1",
                 replace(t, zero=ZeroSpec(stage=3, offload_optimizer=True, offload_params=True),
@@ -225,9 +240,10 @@ def suggest(m: Shape, t: TrainingSpec, available: int) -> str:
 
 
 def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU) -> Estimate:
-    """Preflight for one spec."""
+    """Preflight for one spec, with the preset's values where the spec leaves them unset."""
+    spec = resolve_spec(spec)
     t = spec.training
-    m = model_shape(spec.model, spec.data.tokenizer.vocab_size)
+    m = model_shape(spec.model, _set(spec.data.tokenizer.vocab_size, "data.tokenizer.vocabSize"))
     psi = param_count(m.model)
     mem = memory_per_device(m, t)
     available = device_memory(t)

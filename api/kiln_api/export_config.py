@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from kiln_api.s3layout import StorageURI, StorageURIError
+from kiln_api.specfields import SpecError
 
 # Triton model names become folder names and URL path segments.
 _MODEL_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,62}$")
@@ -18,8 +19,8 @@ CHECKPOINT_CHOICES = ("latest", "best")
 DTYPES = ("float32", "bfloat16")
 
 
-class ExportConfigError(ValueError):
-    """An export configuration that cannot be used; the message names the field."""
+ExportConfigError = SpecError
+"""The old name of kiln_api's one error type (an export configuration that cannot be used)."""
 
 
 @dataclass(frozen=True)

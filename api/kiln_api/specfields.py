@@ -28,10 +28,16 @@ T = TypeVar("T")
 
 
 class SpecError(ValueError):
-    """Invalid user input; the message starts with the dotted path of the field."""
+    """Invalid input (a spec, a step config, a data spec): the message starts with the field's dotted path.
 
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
+    The one error type of kiln_api: ``SpecError(path, problem)``, or ``SpecError("path: problem")``
+    where a caller already has the whole sentence (the part before the first ": " is the path).
+    """
+
+    def __init__(self, path: str, problem: str | None = None) -> None:
+        if problem is None:
+            path, _, problem = path.partition(": ")
+        super().__init__(f"{path}: {problem}" if problem else path)
         self.path = path
         self.problem = problem
 
@@ -46,6 +52,7 @@ class Constraints:
     pattern: str | None = None
     max_length: int | None = None
     max_items: int | None = None
+    min_items: int | None = None
     immutable: bool = False
 
 
@@ -62,11 +69,12 @@ def knob(
     pattern: str | None = None,
     max_length: int | None = None,
     max_items: int | None = None,
+    min_items: int | None = None,
     immutable: bool = False,
 ) -> Any:
     """A dataclass field with schema constraints (they are checked by from_dict and emitted in the CRD)."""
     meta = {
-        "kiln": Constraints(minimum, maximum, enum, pattern, max_length, max_items, immutable),
+        "kiln": Constraints(minimum, maximum, enum, pattern, max_length, max_items, min_items, immutable),
     }
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -129,6 +137,8 @@ def _check_constraints(path: str, value: Any, c: Constraints) -> None:
         raise SpecError(path, f"must be at most {c.max_length} characters")
     if c.max_items is not None and len(value) > c.max_items:
         raise SpecError(path, f"must have at most {c.max_items} items")
+    if c.min_items is not None and len(value) < c.min_items:
+        raise SpecError(path, f"must have at least {c.min_items} item(s)")
 
 
 def _convert(path: str, tp: Any, raw: Any) -> Any:

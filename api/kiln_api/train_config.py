@@ -13,15 +13,17 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_type_hints
+
+from kiln_api.rules import F, Rule, all_of, check_rules, has, implies, lit, not_
+from kiln_api.specfields import SpecError
+
+ConfigError = SpecError
+"""The old name of kiln_api's one error type (kept so trainer code reads on; prefer SpecError)."""
 
 
-class ConfigError(ValueError):
-    """A configuration value kiln cannot use; the message starts with the field's dotted path."""
-
-
-def _fail(path: str, msg: str) -> ConfigError:
-    return ConfigError(f"{path}: {msg}")
+def _fail(path: str, msg: str) -> SpecError:
+    return SpecError(path, msg)
 
 
 def _positive(path: str, value: float) -> None:
@@ -75,6 +77,17 @@ class ModelConfig:
     init_std: float = 0.02
     """Standard deviation of the normal weight initialisation."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(F.d_model % F.n_heads == 0, "n_heads", "{d_model} is not divisible by {n_heads}"),
+        # RoPE rotates pairs of channels, so each head needs an even width.
+        Rule(implies(F.arch == "gpt", (F.d_model // F.n_heads) % 2 == 0), "n_heads",
+             "RoPE needs an even head size: {d_model} / {n_heads} is odd"),
+        Rule(implies(has(F.n_kv_heads), F.n_heads % F.n_kv_heads == 0), "n_kv_heads",
+             "{n_kv_heads} must divide {n_heads}"),
+        Rule(implies(all_of(has(F.n_kv_heads), F.arch == "classic"), F.n_kv_heads == F.n_heads), "n_kv_heads",
+             "grouped-query attention ({n_kv_heads} < {n_heads}) needs arch 'gpt'"),
+    )
+
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
             _positive(f"model.{name}", getattr(self, name))
@@ -82,15 +95,9 @@ class ModelConfig:
             raise _fail("model.arch", f"must be one of {get_args(Arch)}, got {self.arch!r}")
         if self.objective not in get_args(Objective):
             raise _fail("model.objective", f"must be one of {get_args(Objective)}, got {self.objective!r}")
-        if self.d_model % self.n_heads:
-            raise _fail("model.n_heads", f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        if self.arch == "gpt" and (self.d_model // self.n_heads) % 2:
-            raise _fail("model.n_heads", "RoPE needs an even head size (d_model / n_heads)")
-        kv = self.kv_heads
-        if kv <= 0 or self.n_heads % kv:
-            raise _fail("model.n_kv_heads", f"must divide n_heads={self.n_heads}, got {self.n_kv_heads}")
-        if self.arch == "classic" and kv != self.n_heads:
-            raise _fail("model.n_kv_heads", "grouped-query attention needs arch 'gpt'")
+        if self.n_kv_heads is not None:
+            _positive("model.n_kv_heads", self.n_kv_heads)
+        check_rules(self, "model")
         if self.ffn_hidden is not None:
             _positive("model.ffn_hidden", self.ffn_hidden)
         if not 0.0 <= self.dropout < 1.0:
@@ -128,14 +135,18 @@ class OptimConfig:
     grad_clip: float = 1.0
     """Global gradient-norm clip (0 = off)."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(F.lr > 0.0, "lr", "{lr} must be > 0"),
+        # beta = 1 would never forget the first gradient (Adam's bias correction divides by 1 - beta^t = 0).
+        Rule(all_of(F.beta1 >= 0.0, F.beta1 < 1.0), "beta1", "{beta1} must be in [0, 1)"),
+        Rule(all_of(F.beta2 >= 0.0, F.beta2 < 1.0), "beta2", "{beta2} must be in [0, 1)"),
+    )
+
     def __post_init__(self) -> None:
-        _positive("optim.lr", self.lr)
         _non_negative("optim.weight_decay", self.weight_decay)
         _non_negative("optim.grad_clip", self.grad_clip)
         _positive("optim.eps", self.eps)
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise _fail(f"optim.{name}", f"must be in [0, 1), got {getattr(self, name)}")
+        check_rules(self, "optim")
 
 
 @dataclass
@@ -151,16 +162,47 @@ class ScheduleConfig:
     max_tokens: int | None = None
     """Training tokens to consume; converted to steps with the global batch."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(has(F.max_steps) != has(F.max_tokens), "max_steps", "set exactly one of {max_steps} and {max_tokens}"),
+    )
+
     def __post_init__(self) -> None:
         _non_negative("schedule.warmup_steps", self.warmup_steps)
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise _fail("schedule.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
-        if (self.max_steps is None) == (self.max_tokens is None):
-            raise _fail("schedule.max_steps", "set exactly one of max_steps and max_tokens")
+        check_rules(self, "schedule")
         if self.max_steps is not None:
             _positive("schedule.max_steps", self.max_steps)
         if self.max_tokens is not None:
             _positive("schedule.max_tokens", self.max_tokens)
+
+
+BATCH_RULE = Rule(
+    F.global_batch_size % (F.micro_batch_size * F.world_size) == 0, "global_batch_size",
+    "{global_batch_size} is not a multiple of {micro_batch_size} × {world_size}",
+)
+"""The one batch rule (DeepSpeed asserts train_batch = micro × accumulation × world)."""
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """The batch as DeepSpeed sees it on a given world size."""
+
+    global_batch_size: int
+    """Sequences per optimizer step, summed over all ranks."""
+    micro_batch_size: int
+    """Sequences per forward pass on one rank."""
+    world_size: int
+    """Data-parallel ranks."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (BATCH_RULE,)
+
+    def accumulation_steps(self) -> int:
+        """Gradient accumulation such that micro × accumulation × world = global (raises SpecError)."""
+        for name in ("global_batch_size", "micro_batch_size", "world_size"):
+            _positive(name, getattr(self, name))
+        check_rules(self, "batch")
+        return self.global_batch_size // (self.micro_batch_size * self.world_size)
 
 
 @dataclass
@@ -174,14 +216,13 @@ class BatchConfig:
     seq_len: int = 64
     """Tokens per training sequence; at most model.max_seq_len."""
 
+    # A world of one device: the least the batch must divide into (the real world is checked at launch).
+    RULES: ClassVar[tuple[Rule, ...]] = (BATCH_RULE.onto({"world_size": lit(1)}),)
+
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "micro_batch_size", "seq_len"):
             _positive(f"batch.{name}", getattr(self, name))
-        if self.global_batch_size % self.micro_batch_size:
-            raise _fail(
-                "batch.global_batch_size",
-                f"{self.global_batch_size} is not divisible by batch.micro_batch_size={self.micro_batch_size}",
-            )
+        check_rules(self, "batch")
 
 
 @dataclass
@@ -201,9 +242,12 @@ class PrecisionConfig:
     min_loss_scale: float = 1.0
     """fp16: the scale never goes below this."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(not_(all_of(F.bf16, F.fp16)), "fp16", "fp16 and bf16 cannot both be enabled; pick one"),
+    )
+
     def __post_init__(self) -> None:
-        if self.bf16 and self.fp16:
-            raise _fail("precision.fp16", "fp16 and bf16 cannot both be enabled; pick one")
+        check_rules(self, "precision")
         _non_negative("precision.initial_scale_power", self.initial_scale_power)
         _positive("precision.loss_scale_window", self.loss_scale_window)
         _positive("precision.hysteresis", self.hysteresis)
@@ -225,13 +269,15 @@ class ZeroConfig:
     reduce_bucket_size: int = 50_000_000
     """Elements per gradient reduction bucket."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(implies(F.offload_param, F.stage == 3), "offload_param", "parameter offload needs {stage} = 3"),
+        Rule(implies(F.offload_optimizer, F.stage >= 1), "offload_optimizer", "optimizer offload needs {stage} >= 1"),
+    )
+
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2, 3):
             raise _fail("zero.stage", f"must be 0, 1, 2 or 3, got {self.stage}")
-        if self.offload_param and self.stage != 3:
-            raise _fail("zero.offload_param", f"parameter offload requires zero.stage 3 (got stage {self.stage})")
-        if self.offload_optimizer and self.stage == 0:
-            raise _fail("zero.offload_optimizer", "optimizer offload requires zero.stage >= 1")
+        check_rules(self, "zero")
         _positive("zero.reduce_bucket_size", self.reduce_bucket_size)
 
 
@@ -277,13 +323,16 @@ class EarlyStopConfig:
     min_delta: float = 0.0
     """An improvement must lower validation loss by more than this."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(implies(F.patience > 0, F.eval_every_steps > 0), "patience", "needs {eval_every_steps} > 0"),
+    )
+
     def __post_init__(self) -> None:
         _non_negative("early_stop.eval_every_steps", self.eval_every_steps)
         _positive("early_stop.eval_batches", self.eval_batches)
         _non_negative("early_stop.patience", self.patience)
         _non_negative("early_stop.min_delta", self.min_delta)
-        if self.patience and not self.eval_every_steps:
-            raise _fail("early_stop.patience", "needs early_stop.eval_every_steps > 0")
+        check_rules(self, "early_stop")
 
 
 @dataclass
@@ -369,6 +418,13 @@ class DataConfig:
             raise _fail("data.path", "is required (the prepared dataset folder)")
 
 
+BF16_NEEDS_ZERO = Rule(
+    # DeepSpeed accumulates bf16 gradients in fp32 only inside its ZeRO optimizers; plain data
+    # parallel would accumulate in bf16 and lose precision (DeepSpeed #1800/#2352).
+    implies(F.precision.bf16, F.zero.stage >= 1), "precision.bf16", "needs {zero.stage} >= 1 (fp32 gradient accumulation)",
+)
+
+
 @dataclass
 class TrainConfig:
     """Everything one training run needs."""
@@ -409,28 +465,16 @@ class TrainConfig:
             raise _fail("run", f"must be a non-empty name without '/', got {self.run!r}")
         if not self.storage_uri.startswith(("s3://", "file://")):
             raise _fail("storage_uri", f"must start with s3:// or file://, got {self.storage_uri!r}")
-        if self.precision.bf16 and self.zero.stage == 0:
-            # DeepSpeed accumulates bf16 gradients in fp32 only inside its ZeRO optimizers; plain data
-            # parallel would accumulate in bf16 and lose precision (DeepSpeed #1800/#2352).
-            raise _fail("precision.bf16", "needs zero.stage >= 1 (fp32 gradient accumulation); stage 0 was given")
-        if self.batch.seq_len > self.model.max_seq_len:
-            raise _fail(
-                "batch.seq_len",
-                f"{self.batch.seq_len} is longer than model.max_seq_len={self.model.max_seq_len}",
-            )
+        check_rules(self)
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        BF16_NEEDS_ZERO,
+        Rule(F.batch.seq_len <= F.model.max_seq_len, "batch.seq_len", "{batch.seq_len} is longer than {model.max_seq_len}"),
+    )
 
     def check_world(self, world_size: int) -> int:
         """Validate against the world size; returns the gradient accumulation steps."""
-        if world_size <= 0:
-            raise _fail("world_size", f"must be > 0, got {world_size}")
-        per_step = self.batch.micro_batch_size * world_size
-        if self.batch.global_batch_size % per_step:
-            raise _fail(
-                "batch.global_batch_size",
-                f"{self.batch.global_batch_size} is not divisible by micro_batch_size × world_size = "
-                f"{self.batch.micro_batch_size} × {world_size} = {per_step}",
-            )
-        return self.batch.global_batch_size // per_step
+        return BatchShape(self.batch.global_batch_size, self.batch.micro_batch_size, world_size).accumulation_steps()
 
     def check_data(self, vocab_size: int, mask_id: int | None) -> None:
         """Validate against the dataset's tokenizer (from its manifest)."""

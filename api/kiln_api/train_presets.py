@@ -7,9 +7,11 @@ A config file may say ``preset: gpt_125m`` and override any field below it; see
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from kiln_api.contract import CHECKPOINT_DIR
 from kiln_api.train_config import (
     BatchConfig,
     CheckpointConfig,
@@ -57,7 +59,7 @@ def _gpu(
         batch=BatchConfig(global_batch_size=256, micro_batch_size=micro, seq_len=model.max_seq_len),
         precision=PrecisionConfig(bf16=True),
         zero=ZeroConfig(stage=zero),
-        checkpoint=CheckpointConfig(every_steps=1000, keep_last=3, local_dir="/scratch/kiln-ckpt"),
+        checkpoint=CheckpointConfig(every_steps=1000, keep_last=3, local_dir=CHECKPOINT_DIR),
         early_stop=EarlyStopConfig(eval_every_steps=1000, eval_batches=20, patience=5, min_delta=1e-3),
     )
 
@@ -92,6 +94,16 @@ def gpt_7b(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA) -
     cfg = _gpu(run, storage_uri, data_path, model, lr=3e-4, micro=1, zero=3)
     cfg.batch = BatchConfig(global_batch_size=512, micro_batch_size=1, seq_len=4096)
     return cfg
+
+
+def custom_base(gpu: bool, *, layers: int, hidden: int, heads: int, kv_heads: int | None, ffn_hidden: int | None,
+                seq_len: int) -> TrainConfig:
+    """A custom shape (spec.model.preset: custom) on the training settings of tiny_cpu, or of gpt_125m on GPUs."""
+    base = gpt_125m() if gpu else tiny_cpu()
+    base.model = dataclasses.replace(base.model, d_model=hidden, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
+                                     ffn_hidden=ffn_hidden, max_seq_len=seq_len)
+    base.batch = dataclasses.replace(base.batch, seq_len=seq_len)
+    return base
 
 
 PRESETS: dict[str, Callable[..., TrainConfig]] = {

@@ -3,16 +3,24 @@
 These dataclasses are the single source of truth: ``crd.py`` generates the CRD's structural schema
 from them (descriptions come from the field docstrings, constraints from :func:`knob`), the operator
 parses ``body["spec"]`` with :func:`parse_spec`, and ``kiln estimate -f run.yaml`` does the same
-offline. Cross-field rules live twice on purpose: as CEL in ``crd.py`` (rejected at admission) and in
-``__post_init__`` here (rejected offline, with the same field named).
+offline. Cross-field rules are declared once, in each type's ``RULES`` (``kiln_api.rules``): the CRD's
+CEL rules and the Python checks are both generated from them. Rules over the trainer's types
+(batch arithmetic, ZeRO offload, head shapes, ...) are projected onto the spec's fields here.
+
+Fields the model preset decides (batch sizes, precision, ZeRO, optimizer, cadences, vocabulary) have
+no default here: unset, they come from the preset (``kiln_api.compiler``), so a CRD default never masks
+a preset's value; whatever the user writes overrides it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from kiln_api import data_config as dc
+from kiln_api import train_config as tc
 from kiln_api.presets import ACCELERATORS, MODEL_PRESET_NAMES
+from kiln_api.rules import F, Rule, all_of, check_tree, has, if_, implies, lit
 from kiln_api.specfields import SpecError, from_dict, knob, to_dict
 
 GROUP = "kiln.dev"
@@ -23,6 +31,8 @@ SHORT_NAME = "tr"
 
 PHASES = ("Pending", "Preparing", "Training", "Exporting", "RollingOut", "Succeeded", "Failed", "Suspended")
 TERMINAL_PHASES = ("Succeeded", "Failed")
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
@@ -77,13 +87,15 @@ class CleaningSpec:
     dedup: bool = True
     """Remove near-duplicate documents (MinHash); exact duplicates are always removed."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({}) for r in dc.FilterSpec.RULES)
+
 
 @dataclass
 class TokenizerSpec:
     """The SentencePiece BPE tokenizer trained on the cleaned corpus."""
 
-    vocab_size: int = knob(32000, minimum=300, maximum=262144)
-    """Vocabulary size; the model's embedding rows follow it."""
+    vocab_size: int | None = knob(None, minimum=300, maximum=262144)
+    """Vocabulary size; the model's embedding rows follow it. Default: the model preset's."""
     input_sentence_size: int = knob(2_000_000, minimum=100)
     """At most this many lines (a seeded sample) train the tokenizer."""
 
@@ -92,7 +104,7 @@ class TokenizerSpec:
 class DataSpec:
     """What to train on and how to prepare it."""
 
-    sources: list[DataSource] = knob(factory=list, max_items=64)
+    sources: list[DataSource] = knob(factory=list, max_items=64, min_items=1)
     """Input corpora; at least one."""
     cleaning: CleaningSpec = field(default_factory=CleaningSpec)
     """Filters applied before tokenization."""
@@ -102,10 +114,6 @@ class DataSpec:
     """Share of documents held out for validation loss."""
     shards: int = knob(1, minimum=1, maximum=100000)
     """Train shard files to write."""
-
-    def __post_init__(self) -> None:
-        if not self.sources:
-            raise SpecError("sources", "needs at least one source")
 
 
 @dataclass
@@ -125,9 +133,11 @@ class CustomModel:
     seq_len: int = knob(2048, minimum=16, maximum=131072)
     """Training context length in tokens."""
 
-    def __post_init__(self) -> None:
-        if self.hidden % self.heads:
-            raise SpecError("hidden", f"{self.hidden} is not divisible by heads={self.heads}")
+    # The trainer's shape rules, on this type's names (a custom shape is always arch gpt).
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(
+        r.onto({"d_model": F.hidden, "n_heads": F.heads, "n_kv_heads": F.kv_heads, "arch": lit("gpt")})
+        for r in tc.ModelConfig.RULES
+    )
 
 
 @dataclass
@@ -153,9 +163,9 @@ class ModelSpec:
     init_from: InitFrom | None = None
     """Warm start from another run."""
 
-    def __post_init__(self) -> None:
-        if (self.preset == "custom") != (self.custom is not None):
-            raise SpecError("custom", "must be set exactly when preset is custom")
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule((F.preset == "custom") == has(F.custom), "custom", "must be set exactly when {preset} is custom"),
+    )
 
 
 @dataclass
@@ -172,18 +182,14 @@ class ResourcesSpec:
 class ZeroSpec:
     """DeepSpeed ZeRO partitioning and offload."""
 
-    stage: int = knob(1, minimum=0, maximum=3)
-    """ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters."""
-    offload_optimizer: bool = False
-    """Keep optimizer states in host memory (ZeRO-Offload); stage >= 1."""
-    offload_params: bool = False
-    """Keep parameters in host memory (ZeRO-Infinity); stage 3 only."""
+    stage: int | None = knob(None, minimum=0, maximum=3)
+    """ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters. Default: the preset's."""
+    offload_optimizer: bool | None = None
+    """Keep optimizer states in host memory (ZeRO-Offload); stage >= 1. Default: the preset's."""
+    offload_params: bool | None = None
+    """Keep parameters in host memory (ZeRO-Infinity); stage 3 only. Default: the preset's."""
 
-    def __post_init__(self) -> None:
-        if self.offload_params and self.stage != 3:
-            raise SpecError("offloadParams", "needs stage 3")
-        if self.offload_optimizer and self.stage == 0:
-            raise SpecError("offloadOptimizer", "needs stage >= 1")
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({"offload_param": F.offload_params}) for r in tc.ZeroConfig.RULES)
 
 
 @dataclass
@@ -192,20 +198,22 @@ class OptimizerSpec:
 
     name: str = knob("adamw", enum=("adamw",))
     """Optimizer."""
-    lr: float = knob(3e-4, minimum=0.0, maximum=1.0)
-    """Peak learning rate."""
-    min_lr_ratio: float = knob(0.1, minimum=0.0, maximum=1.0)
-    """Cosine floor as a fraction of lr."""
-    warmup_steps: int = knob(100, minimum=0)
-    """Linear warmup steps."""
-    weight_decay: float = knob(0.1, minimum=0.0)
-    """Decoupled weight decay."""
-    beta1: float = knob(0.9, minimum=0.0, maximum=1.0)
-    """Adam beta1."""
-    beta2: float = knob(0.95, minimum=0.0, maximum=1.0)
-    """Adam beta2."""
-    grad_clip: float = knob(1.0, minimum=0.0)
-    """Clip the global gradient norm to this value; 0 disables."""
+    lr: float | None = knob(None, maximum=1.0)
+    """Peak learning rate (> 0). Default: the preset's."""
+    min_lr_ratio: float | None = knob(None, minimum=0.0, maximum=1.0)
+    """Cosine floor as a fraction of lr. Default: the preset's."""
+    warmup_steps: int | None = knob(None, minimum=0)
+    """Linear warmup steps (fewer than maxSteps). Default: the preset's."""
+    weight_decay: float | None = knob(None, minimum=0.0)
+    """Decoupled weight decay. Default: the preset's."""
+    beta1: float | None = knob(None, maximum=1.0)
+    """Adam beta1, in [0, 1). Default: the preset's."""
+    beta2: float | None = knob(None, maximum=1.0)
+    """Adam beta2, in [0, 1). Default: the preset's."""
+    grad_clip: float | None = knob(None, minimum=0.0)
+    """Clip the global gradient norm to this value; 0 disables. Default: the preset's."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({}) for r in tc.OptimConfig.RULES)
 
 
 @dataclass
@@ -234,24 +242,30 @@ class Distillation:
 class CheckpointSpec:
     """When to checkpoint and how many to keep."""
 
-    interval_steps: int = knob(100, minimum=1)
-    """Save a checkpoint every this many steps (and at the end and on SIGTERM)."""
-    keep: int = knob(2, minimum=2, maximum=100)
-    """Committed checkpoints kept; at least 2 so a corrupt newest one never strands the run."""
+    interval_steps: int | None = knob(None, minimum=1)
+    """Save a checkpoint every this many steps (and at the end and on SIGTERM). Default: the preset's."""
+    keep: int | None = knob(None, minimum=2, maximum=100)
+    """Committed checkpoints kept; at least 2 so a corrupt newest one never strands the run. Default: the preset's."""
 
 
 @dataclass
 class TrainingSpec:
-    """How to train: scale, budget, precision, optimizer, checkpoints, restarts."""
+    """How to train: scale, budget, precision, optimizer, checkpoints, restarts.
 
-    nodes: int = knob(1, minimum=1, maximum=1024)
+    Edits after creation: the world (nodes, gpusPerNode, processesPerNode, accelerator), the batch,
+    precision, ZeRO and seed are immutable (a checkpoint only resumes under the same values); every
+    other field is applied: the operator recompiles the configs and restarts the gang from the last
+    committed checkpoint (event SpecChanged).
+    """
+
+    nodes: int = knob(1, minimum=1, maximum=1024, immutable=True)
     """Pods in the gang (PyTorchJob Master + Workers, or Indexed Job completions)."""
-    gpus_per_node: int = knob(0, minimum=0, maximum=16)
+    gpus_per_node: int = knob(0, minimum=0, maximum=16, immutable=True)
     """GPUs per pod (nvidia.com/gpu); 0 trains on CPU."""
-    processes_per_node: int | None = knob(None, minimum=1, maximum=64)
+    processes_per_node: int | None = knob(None, minimum=1, maximum=64, immutable=True)
     """Trainer processes (ranks) per pod, started by torchrun inside the pod; default one per GPU, or 1 on CPU. On CPU
     several processes share the pod's cores (gloo); with GPUs it must equal gpusPerNode."""
-    accelerator: str = knob("cpu", enum=tuple(ACCELERATORS))
+    accelerator: str = knob("cpu", enum=tuple(ACCELERATORS), immutable=True)
     """Accelerator kind, for the memory preflight and cost estimate."""
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     """CPU and memory per pod."""
@@ -259,24 +273,24 @@ class TrainingSpec:
     """Stop after this many optimizer steps (exactly one of maxSteps, maxTokens)."""
     max_tokens: int | None = knob(None, minimum=1)
     """Stop after this many training tokens (exactly one of maxSteps, maxTokens)."""
-    micro_batch_size: int = knob(1, minimum=1, maximum=4096)
-    """Sequences per device per forward pass."""
-    global_batch_size: int = knob(8, minimum=1)
-    """Sequences per optimizer step; a multiple of microBatchSize × devices."""
-    precision: str = knob("bf16", enum=("fp32", "bf16", "fp16"))
-    """Training precision (fp16 uses dynamic loss scaling)."""
-    zero: ZeroSpec = field(default_factory=ZeroSpec)
+    micro_batch_size: int | None = knob(None, minimum=1, maximum=4096, immutable=True)
+    """Sequences per device per forward pass. Default: the preset's."""
+    global_batch_size: int | None = knob(None, minimum=1, immutable=True)
+    """Sequences per optimizer step; a multiple of microBatchSize × devices. Default: the preset's."""
+    precision: str | None = knob(None, enum=PRECISIONS, immutable=True)
+    """Training precision (fp16 uses dynamic loss scaling; bf16 needs zero.stage >= 1). Default: the preset's."""
+    zero: ZeroSpec = knob(factory=ZeroSpec, immutable=True)
     """DeepSpeed ZeRO settings."""
-    activation_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    activation_checkpointing: bool | None = None
+    """Recompute activations in the backward pass to save memory. Default: the preset's."""
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     """Optimizer and schedule."""
     early_stopping: EarlyStopping | None = None
-    """Optional early stopping on validation loss."""
+    """Early stopping on validation loss. Default: the preset's (off for tiny_cpu)."""
     distillation: Distillation | None = None
     """Teacher for model.objective: distillation."""
-    eval_interval_steps: int = knob(100, minimum=1)
-    """Validation loss every this many steps."""
+    eval_interval_steps: int | None = knob(None, minimum=1)
+    """Validation loss every this many steps. Default: the preset's."""
     checkpoint: CheckpointSpec = field(default_factory=CheckpointSpec)
     """Checkpoint cadence and retention."""
     spot: bool = False
@@ -285,7 +299,7 @@ class TrainingSpec:
     """Whole-gang restarts after failures; preemptions do not count."""
     max_preemptions: int = knob(20, minimum=0, maximum=1000)
     """Whole-gang restarts after preemptions."""
-    seed: int = knob(1234, minimum=0)
+    seed: int = knob(1234, minimum=0, immutable=True)
     """Random seed for initialization and data order."""
 
     def procs_per_node(self) -> int:
@@ -296,21 +310,19 @@ class TrainingSpec:
         """Data-parallel world size: pods × ranks per pod."""
         return self.nodes * self.procs_per_node()
 
-    def __post_init__(self) -> None:
-        if (self.max_steps is None) == (self.max_tokens is None):
-            raise SpecError("maxSteps", "set exactly one of maxSteps and maxTokens")
-        per_step = self.micro_batch_size * self.devices()
-        if self.global_batch_size % per_step:
-            raise SpecError(
-                "globalBatchSize",
-                f"{self.global_batch_size} is not a multiple of microBatchSize × devices = {per_step}",
-            )
-        if self.gpus_per_node == 0 and self.accelerator != "cpu":
-            raise SpecError("accelerator", "must be cpu when gpusPerNode is 0")
-        if self.gpus_per_node > 0 and self.accelerator == "cpu":
-            raise SpecError("accelerator", "name the GPU kind when gpusPerNode > 0")
-        if self.gpus_per_node > 0 and self.processes_per_node not in (None, self.gpus_per_node):
-            raise SpecError("processesPerNode", f"must equal gpusPerNode={self.gpus_per_node} (one rank per GPU)")
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        *(r.onto({}) for r in tc.ScheduleConfig.RULES),
+        tc.BATCH_RULE.onto({"world_size": F.nodes * if_(
+            has(F.processes_per_node), F.processes_per_node, if_(F.gpus_per_node > 0, F.gpus_per_node, 1))}),
+        tc.BF16_NEEDS_ZERO.onto({"precision.bf16": F.precision == "bf16"}, field=F.precision),
+        Rule((F.gpus_per_node == 0) == (F.accelerator == "cpu"), "accelerator",
+             "{accelerator} must be cpu exactly when {gpus_per_node} is 0"),
+        # Warmup as long as the run would never reach the peak learning rate the spec asks for.
+        Rule(implies(has(F.max_steps), F.optimizer.warmup_steps < F.max_steps), "optimizer.warmup_steps",
+             "{optimizer.warmup_steps} must be fewer than {max_steps}"),
+        Rule(implies(all_of(F.gpus_per_node > 0, has(F.processes_per_node)), F.processes_per_node == F.gpus_per_node),
+             "processes_per_node", "{processes_per_node} must equal {gpus_per_node} (one rank per GPU)"),
+    )
 
 
 @dataclass
@@ -353,7 +365,7 @@ class TrainingRunSpec:
     """Trainer image; runs kiln-trainer prepare|train|export."""
     model: ModelSpec = knob(factory=ModelSpec, immutable=True)
     """Network to train; immutable once set."""
-    launcher: str = knob("Auto", enum=("Auto", "PyTorchJob", "IndexedJob"))
+    launcher: str = knob("Auto", enum=("Auto", "PyTorchJob", "IndexedJob"), immutable=True)
     """Auto uses a PyTorchJob when the Kubeflow CRD exists, else an Indexed Job + headless Service."""
     serving: ServingSpec | None = None
     """Roll out to Triton after export; without it the run ends after Exporting."""
@@ -362,14 +374,21 @@ class TrainingRunSpec:
     suspend: bool = False
     """Stop the training pods (they checkpoint on SIGTERM) and resume later from the newest checkpoint."""
 
-    def __post_init__(self) -> None:
-        if self.model.objective == "distillation" and self.training.distillation is None:
-            raise SpecError("training.distillation", "is required when model.objective is distillation")
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(implies(F.model.objective == "distillation", has(F.training.distillation)), "training.distillation",
+             "is required when {model.objective} is distillation"),
+    )
 
 
 def parse_spec(raw: Any) -> TrainingRunSpec:
-    """Parse and validate ``body["spec"]``; raises SpecError naming the field."""
-    return from_dict(TrainingRunSpec, raw, "spec")
+    """Parse and validate ``body["spec"]`` (types, bounds, then every rule); raises SpecError naming the field.
+
+    Rules over fields left to the preset are skipped here; ``kiln_api.compiler`` checks them again
+    once the preset has filled them in.
+    """
+    spec = from_dict(TrainingRunSpec, raw, "spec")
+    check_tree(spec, "spec")
+    return spec
 
 
 def spec_dict(spec: TrainingRunSpec) -> dict[str, Any]:

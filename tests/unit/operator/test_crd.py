@@ -66,11 +66,19 @@ def test_schema_is_structural_and_described() -> None:
 def test_cel_rules_and_immutability_are_present() -> None:
     spec = _version()["schema"]["openAPIV3Schema"]["properties"]["spec"]
     rules = {(p, r["rule"]) for p, node in _walk(spec) for r in node.get("x-kubernetes-validations", [])}
-    assert (".training.zero", "!self.offloadParams || self.stage == 3") in rules
+    assert (".training.zero", "!(has(self.offloadParams) && has(self.stage)) || "
+                              "(!self.offloadParams || (self.stage == 3))") in rules
     assert (".storage", "!has(self.secretAccessKey)") in rules
     assert (".storage.secretRef", "!has(self.namespace)") in rules
-    for field in (".data", ".model", ".storage.uri"):
+    immutable = (".data", ".model", ".storage.uri", ".launcher", ".training.nodes", ".training.gpusPerNode",
+                 ".training.accelerator", ".training.microBatchSize", ".training.globalBatchSize",
+                 ".training.precision", ".training.zero", ".training.seed")
+    for field in immutable:
         assert (field, "self == oldSelf") in rules
+    # optional immutable fields may not be set or unset later either (checked one level up)
+    assert (".training", "has(self.microBatchSize) == has(oldSelf.microBatchSize)") in rules
+    applied = (".training.optimizer", ".training.maxSteps", ".training.resources", ".serving", ".image")
+    assert not any((field, "self == oldSelf") in rules for field in applied)
     zero = spec["properties"]["training"]["properties"]["zero"]["properties"]["stage"]
     assert (zero["minimum"], zero["maximum"]) == (0, 3)
     assert spec["properties"]["training"]["properties"]["nodes"]["minimum"] == 1

@@ -1,29 +1,19 @@
 """The DeepSpeed config: one pure function of the typed config and the world size.
 
 No hand-edited JSON anywhere: what DeepSpeed sees is `deepspeed_config(cfg, world_size)`, printed
-at start. The batch arithmetic lives in `batch_arithmetic` only.
+at start. The batch arithmetic is `kiln_api.train_config.BATCH_RULE`, declared once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kiln_api.train_config import ConfigError, TrainConfig
+from kiln_api.train_config import BatchShape, TrainConfig
 
 
 def batch_arithmetic(global_batch: int, micro_batch: int, world_size: int) -> int:
-    """Gradient accumulation steps such that micro × accumulation × world = global."""
-    for name, value in (("batch.global_batch_size", global_batch), ("batch.micro_batch_size", micro_batch),
-                        ("world_size", world_size)):
-        if value <= 0:
-            raise ConfigError(f"{name}: must be > 0, got {value}")
-    per_pass = micro_batch * world_size
-    if global_batch % per_pass:
-        raise ConfigError(
-            f"batch.global_batch_size: {global_batch} is not divisible by micro_batch_size × world_size = "
-            f"{micro_batch} × {world_size} = {per_pass}"
-        )
-    return global_batch // per_pass
+    """Gradient accumulation steps such that micro × accumulation × world = global (the declared batch rule)."""
+    return BatchShape(global_batch, micro_batch, world_size).accumulation_steps()
 
 
 def _zero_section(cfg: TrainConfig) -> dict[str, Any]:
