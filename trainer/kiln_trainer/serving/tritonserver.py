@@ -5,6 +5,8 @@ Two layers:
 * `triton_launch_spec(...)` is pure (standard library only, no kiln imports) so that the devcluster
   node helper can reuse it: it builds the python-backend folder (pytriton's backend files plus the
   stub built for this Python) and returns the command line and the environment.
+* Without `nvidia-pytriton` (the serving image), the Triton image's own server is used: NVIDIA's
+  layout under /opt/tritonserver, whose backends folder already holds the python backend and stub.
 * `TritonProcess` is a context manager for tests and benches: it starts the binary, waits for
   `/v2/health/ready` with a deadline, and stops the process (SIGTERM, then SIGKILL) on exit.
 """
@@ -29,6 +31,17 @@ class TritonLaunchError(RuntimeError):
     """The server could not be started or did not become ready in time."""
 
 
+SYSTEM_TRITON = Path("/opt/tritonserver")
+"""Where NVIDIA's Triton images (and the dev cluster's stand-in for them) install tritonserver."""
+
+
+def _use_system_triton() -> bool:
+    """No pytriton here, but a Triton image's server: serve with that one."""
+    import importlib.util
+
+    return importlib.util.find_spec("pytriton") is None and (SYSTEM_TRITON / "bin" / "tritonserver").exists()
+
+
 def pytriton_root() -> Path:
     """The installed `pytriton` package folder (found without importing pytriton itself)."""
     import importlib.util
@@ -45,6 +58,8 @@ def build_backend_dir(target: Path, python_version: str | None = None) -> Path:
     The stub must match the interpreter whose packages the model imports, hence the version pick.
     Idempotent: an existing complete folder is reused.
     """
+    if _use_system_triton():  # the image's backends folder is complete (and read-only)
+        return SYSTEM_TRITON / "backends"
     version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
     python_dir = target / "python"
     stub_dst = python_dir / "triton_python_backend_stub"
@@ -90,8 +105,9 @@ def triton_launch_spec(
     `repository` is a local path or `s3://http://host:port/bucket/path`. With `explicit`, only
     `load_models` are loaded at start and others through the repository API.
     """
-    root = pytriton_root()
-    binary = root / "tritonserver" / "bin" / "tritonserver"
+    system = _use_system_triton()
+    root = SYSTEM_TRITON if system else pytriton_root()
+    binary = root / "bin" / "tritonserver" if system else root / "tritonserver" / "bin" / "tritonserver"
     argv = [
         str(binary),
         f"--model-repository={repository}",
@@ -112,10 +128,11 @@ def triton_launch_spec(
         argv.extend(f"--load-model={m}" for m in load_models)
     argv.extend(extra_args)
     env = dict(os.environ if base_env is None else base_env)
-    libs = root.parent / "nvidia_pytriton.libs"
-    if not libs.is_dir():  # editable pytriton installs keep the libraries here instead
-        libs = root / "tritonserver" / "external_libs"
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH", ""), str(libs)) if p)
+    if not system:  # a Triton image's own environment already points at its libraries
+        libs = root.parent / "nvidia_pytriton.libs"
+        if not libs.is_dir():  # editable pytriton installs keep the libraries here instead
+            libs = root / "tritonserver" / "external_libs"
+        env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH", ""), str(libs)) if p)
     # The stub runs `python` semantics from PATH: the venv must come first to find torch & co.
     bin_dir = venv_bin or Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
