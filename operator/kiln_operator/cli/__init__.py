@@ -6,6 +6,8 @@
     kiln plot RUN -o loss.png        loss / val loss / lr / grad-norm curves from the run's metrics
     kiln generate TARGET "prompt"    stream tokens from a serving target's Triton
     kiln estimate -f run.yaml        memory, FLOPs, time and cost before you submit
+    kiln data report RUN|URI         documents by stage and reason, cleaning, tokens, tokenizer coverage
+    kiln data sample RUN|URI [-n N]  cleaned documents as the trainer reads them
 """
 
 from __future__ import annotations
@@ -46,7 +48,22 @@ def _parser() -> argparse.ArgumentParser:
 
     est = sub.add_parser("estimate", help="preflight a run: memory per device, FLOPs, time, cost")
     est.add_argument("-f", "--file", required=True)
+
+    data = sub.add_parser("data", help="inspect a run's prepared dataset")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    rep = data_sub.add_parser("report", help="documents in/out by reason, dedup, tokens by domain, coverage")
+    rep.add_argument("run", help="TrainingRun name, or a dataset URI (s3://…/datasets/<hash>, file:///…)")
+    rep.add_argument("--json", action="store_true", help="print report.json as it is")
+    smp = data_sub.add_parser("sample", help="cleaned documents decoded from the train shards")
+    smp.add_argument("run", help="TrainingRun name, or a dataset URI")
+    smp.add_argument("-n", type=int, default=5, help="how many documents (default 5)")
     return p
+
+
+def _data(args: argparse.Namespace) -> int:
+    from kiln_operator.cli import data
+
+    return data.report(args) if args.data_command == "report" else data.sample(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         "plot": commands.plot,
         "generate": commands.generate,
         "estimate": commands.estimate,
+        "data": _data,
     }
     try:
         return handlers[args.command](args)

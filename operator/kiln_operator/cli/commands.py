@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kiln_api.s3layout import RunLayout, StorageURI
+from kiln_api.s3layout import RunLayout
 from kiln_api.trainingrun import GROUP, PLURAL, TERMINAL_PHASES, VERSION
 
 from kiln_operator.cli.render import duration, progress_bar, sparkline
+from kiln_operator.cli.storage import StorageError, read_bytes
 
 
 class CLIError(RuntimeError):
@@ -117,16 +118,16 @@ def _metrics(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's metric records from its storage, read with the caller's own credentials."""
     spec = run["spec"]
     layout = RunLayout.of(spec["storage"]["uri"], run["metadata"]["namespace"], run["metadata"]["name"])
-    uri = StorageURI.parse(layout.metrics())
     try:
-        import boto3
-
-        endpoint = os.environ.get("AWS_ENDPOINT_URL") or spec["storage"].get("endpoint")
-        body = boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=uri.bucket, Key=uri.prefix)["Body"]
-        lines = body.read().decode().splitlines()
-    except Exception as e:  # noqa: BLE001 - metrics are optional for status, required for plot
+        lines = read_bytes(layout.metrics(), storage_endpoint(run)).decode().splitlines()
+    except StorageError as e:  # metrics are optional for status, required for plot
         raise CLIError(f"cannot read metrics {layout.metrics()}: {e}") from e
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def storage_endpoint(run: dict[str, Any]) -> str | None:
+    """The S3 endpoint for a run's storage: $AWS_ENDPOINT_URL, else the one in its spec."""
+    return os.environ.get("AWS_ENDPOINT_URL") or run["spec"]["storage"].get("endpoint")
 
 
 def _budget(spec: dict[str, Any], progress: dict[str, Any]) -> tuple[float, float, str]:

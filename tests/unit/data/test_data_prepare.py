@@ -168,10 +168,11 @@ def test_everything_filtered_is_an_error_not_an_empty_dataset(write_config: Any,
 
 
 def test_cli_reports_config_errors_by_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kiln_api.contract import EXIT_BAD_CONFIG
     from kiln_trainer.cli import main
 
     (tmp_path / "c.yaml").write_text("output: file:///tmp/x\ndata: {sources: [{uri: /x, format: csv}]}\n")
-    assert main(["prepare", "--config", str(tmp_path / "c.yaml")]) == 2
+    assert main(["prepare", "--config", str(tmp_path / "c.yaml")]) == EXIT_BAD_CONFIG
     assert "data.sources[0].format" in capsys.readouterr().err
 
 

@@ -12,7 +12,9 @@ Contract (format_version 1), all under ``<root>/datasets/<data-hash>/``:
   eos_id, pad_id, unk_id, mask_id}, dtype, shards: [{name, split, tokens, documents, sha256, bytes,
   idx_sha256}], totals: {<split>: {tokens, documents}}, created_at}``. It is written last, with a
   conditional put: its presence means the dataset is complete.
-- ``report.json``: the prepare report (see report.py).
+- ``report.json``: the prepare report (see report.py), with ``tokenizer_coverage`` (see inspect.py).
+- ``samples.jsonl``: decoded text of documents spread over the train shards (see inspect.py); it is
+  for people (``kiln data sample``), the trainer never reads it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from kiln_api.data_config import DataSpec
 from tqdm import tqdm
 
 from kiln_trainer.data.dedup import find_duplicates
+from kiln_trainer.data.inspect import SAMPLES, CoverageTally, write_samples
 from kiln_trainer.data.manifest import shard_entry, token_dtype
 from kiln_trainer.data.pack import Spool, cut_shards, encode_all, is_val
 from kiln_trainer.data.parts import iter_part_docs
@@ -112,13 +113,14 @@ def _dedup(parts: list[Path], spec: DataSpec, rep: Report) -> tuple[list[tuple[i
 
 
 def _encode_into(parts: list[Path], kept: set[tuple[int, int]], val_keys: set[tuple[int, int]], model: Path,
-                 workers: int, spools: dict[str, Spool], rep: Report) -> None:
+                 workers: int, spools: dict[str, Spool], rep: Report, tally: CoverageTally) -> None:
     """Stream the kept documents through the encoder pool into the train/val spools."""
     meta: deque[tuple[tuple[int, int], int, str]] = deque()
 
     def texts() -> Iterator[str]:
         for d in _kept_docs(parts, kept):
             meta.append(((d["k"][0], d["k"][1]), d["c"], d["d"]))
+            tally.add_text(d["t"])
             yield d["t"]
 
     bar = tqdm(total=len(kept), desc="encode+pack", unit="doc", disable=None)
@@ -126,6 +128,7 @@ def _encode_into(parts: list[Path], kept: set[tuple[int, int]], val_keys: set[tu
         key, copies, domain = meta.popleft()  # encode_all keeps input order
         split = "val" if key in val_keys else "train"
         spools[split].write(toks, copies)
+        tally.add_tokens(toks, copies)
         rep.add("tokens", split, len(toks) * copies)
         rep.add("tokens_by_domain", domain, len(toks) * copies)
         rep.add("documents_by_domain", domain, copies)
@@ -153,8 +156,9 @@ def merge_parts(parts: list[Path], spec: DataSpec, workers: int, work: Path, rep
         info = train_tokenizer(sample, work / "tokenizer", spec.tokenizer, workers)
         sample.unlink()
     spools = {s: Spool(work / f"{s}.spool", token_dtype(info.vocab_size)) for s in ("train", "val")}
+    tally = CoverageTally(work / "tokenizer.model")
     with rep.timed("encode_pack"):
-        _encode_into(parts, kept, _val_keys(kept_list, spec), work / "tokenizer.model", workers, spools, rep)
+        _encode_into(parts, kept, _val_keys(kept_list, spec), work / "tokenizer.model", workers, spools, rep, tally)
         if not spools["train"].lengths:
             raise EmptyDataset(f"data.packing.val_fraction: every one of the {len(kept)} documents went to "
                                "validation; add data or lower val_fraction")
@@ -167,4 +171,9 @@ def merge_parts(parts: list[Path], spec: DataSpec, workers: int, work: Path, rep
                     files[f"shards/{name}.bin"] = bin_path
                     files[f"shards/{name}.idx"] = idx_path
             os.unlink(spools[split].path)
+    rep.extra["tokenizer_coverage"] = tally.summary()
+    train = [(s["name"], files[f"shards/{s['name']}.bin"], files[f"shards/{s['name']}.idx"])
+             for s in shards if s["split"] == "train"]
+    write_samples(train, token_dtype(info.vocab_size), work / "tokenizer.model", work / SAMPLES)
+    files[SAMPLES] = work / SAMPLES
     return Merged(info, work / "tokenizer.model", shards, files)

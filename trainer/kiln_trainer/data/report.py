@@ -1,5 +1,11 @@
 """The prepare report: documents in/out per stage with counted reasons, dedup rates, tokens, seconds.
 
+Stages counted (``counts[stage][key]``): ``input`` (documents read, files and records skipped by
+reason), ``sampling``, ``clean_docs`` and ``clean_chars_removed`` (per cleaning step: documents it
+changed, characters it removed; see clean.py), ``filters`` (kept, or the rule that rejected),
+``dedup``, ``tokenizer``, ``tokens`` (per split), ``tokens_by_domain``, ``documents_by_domain``.
+Extras: ``dedup_rate``, ``tokenizer_coverage`` (inspect.py), ``skipped_files``.
+
 Parts written by parallel shards are plain JSON of the same shape and are summed by `merge`.
 """
 
