@@ -9,7 +9,7 @@
 #   devcluster/build.sh              build what is missing (idempotent), in order of importance
 #   devcluster/build.sh --print-bin  print the directory holding all binaries (builds nothing)
 #   devcluster/build.sh --print-crds print the directory holding the training-operator's CRDs
-#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator)
+#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator pause coredns)
 #
 # The machine has 2 cores and CI 90 minutes in total, so builds run one at a
 # time with `-p 2`, the longest and most important (kubernetes) first, and each
@@ -26,6 +26,8 @@ K8S_VERSION=v1.36.3
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.19.5
 TRAINING_OPERATOR_VERSION=v1.9.3
+COREDNS_VERSION=v1.14.7
+PAUSE_VERSION=3.10-kiln1
 
 # Static binaries; trimmed paths keep the build cache shareable across checkouts.
 export CGO_ENABLED=0
@@ -129,6 +131,17 @@ build_training_operator() {
   ln -sfn "$crds" "$CACHE/crds/current"
 }
 
+build_coredns() {
+  # A main with only the plugins the dev cluster's Corefile uses (build/coredns/main.go).
+  go_build coredns "$COREDNS_VERSION" "$HERE/build/coredns" \
+    "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" kiln.local/coredns
+}
+
+build_pause() {
+  # The pods' sandbox process (build/pause/main.go), made into the node image kiln.local/pause.
+  go_build pause "$PAUSE_VERSION" "$HERE/build/pause" "" kiln.local/pause
+}
+
 print_bin() { echo "$CURRENT"; }
 
 main() {
@@ -138,7 +151,7 @@ main() {
   esac
   command -v go >/dev/null || { log "go is not on PATH (need go >= 1.26)"; exit 1; }
   local components=("$@")
-  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm)
+  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm pause coredns)
   local c total_start=$SECONDS
   for c in "${components[@]}"; do
     case "$c" in
@@ -146,7 +159,9 @@ main() {
       etcd) build_etcd ;;
       helm) build_helm ;;
       training-operator) build_training_operator ;;
-      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator)"; exit 2 ;;
+      pause) build_pause ;;
+      coredns) build_coredns ;;
+      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator pause coredns)"; exit 2 ;;
     esac
   done
   log "all done in $((SECONDS - total_start))s; binaries in $CURRENT"

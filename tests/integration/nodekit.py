@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import tomllib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +16,16 @@ from clusterlib import Cluster
 from kubernetes import client
 from waiting import wait_for
 
-PY_IMAGE = "python:3.11-slim"  # mapped to the project venv by devcluster/images.yaml
+
+def _project_version() -> str:
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+TRAINER_IMAGE = f"ghcr.io/kiln-dev/kiln-trainer:{_project_version()}"
+"""Python + the project on real nodes (``make cluster-images`` imports it into every node)."""
+PY_IMAGE = TRAINER_IMAGE if os.environ.get("KILN_NODE") == "real" else "python:3.11-slim"
+"""The process node maps python:3.11-slim to the project venv (devcluster/images.yaml)."""
 BUSYBOX = "kiln.local/busybox:1.35"
 """On real nodes: imported into every node's containerd by `up` (devcluster/kiln_devcluster/nodeimages.py)."""
 PAGE_PORT = 8080
