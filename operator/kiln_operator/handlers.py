@@ -71,10 +71,13 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.
     assert namespace is not None  # TrainingRun is namespaced
     phase = status.get("phase") or "Pending"
     metrics.observe_phase(f"{namespace}/{name}", phase)
+    generation = int(meta.get("generation") or 0)
     if phase in tr.TERMINAL_PHASES:
+        # Nothing left to act on, but kstatus and Argo CD judge an edit by observedGeneration.
+        if status.get("observedGeneration") != generation:
+            patch.status["observedGeneration"] = generation
         return
     assert _kube is not None, "startup did not configure the API client"
-    generation = int(meta.get("generation") or 0)
     current = dict(status)
     now = phases.now_utc()
     try:
@@ -82,6 +85,12 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.
     except SpecError as e:
         _apply(body, patch, current, Transition("Failed", "InvalidSpec", str(e)), now.isoformat(), generation)
         raise kopf.PermanentError(str(e)) from e
+    seen = status.get("observedGeneration")
+    if seen is not None and int(seen) != generation:
+        edit = phases.Ctx(_kube, run, current, now)
+        phases.apply_spec_change(edit)
+        for etype, reason, message in edit.events:
+            kopf.event(body, type=etype, reason=reason, message=message[:1000])
     patch.status["observedGeneration"] = generation
     # Keep stepping while the phase moves, so a new run gets its first Job in this reconcile rather
     # than one timer interval later; the loop is bounded and every step is idempotent anyway.

@@ -15,6 +15,7 @@ from typing import Any
 from kiln_api.estimate import estimate, explain
 from kiln_api.presets import ACCELERATORS
 from kiln_api.s3layout import RunLayout
+from kiln_api.specfields import SpecError
 
 from kiln_operator import children
 from kiln_operator.builders.common import LABEL_RUN, LABEL_STAGE, Run
@@ -23,7 +24,7 @@ from kiln_operator.builders.indexed_job import build_headless_service, build_ind
 from kiln_operator.builders.prepare_job import build_prepare_job
 from kiln_operator.builders.pytorchjob import build_pytorchjob
 from kiln_operator.builders.rbac import build_rbac
-from kiln_operator.configmap import build_config_map, dataset_uri
+from kiln_operator.configmap import TRAINING_HASH, build_config_map, dataset_uri
 from kiln_operator.kube import Kube
 from kiln_operator.status import Transition, after_export
 
@@ -189,6 +190,44 @@ def _training(ctx: Ctx) -> Transition | None:
     if state == "Failed":
         return _restart(ctx, job, message)
     return None
+
+
+def _training_hash(obj: dict[str, Any]) -> str | None:
+    return (obj["metadata"].get("annotations") or {}).get(TRAINING_HASH)
+
+
+def apply_spec_change(ctx: Ctx) -> None:
+    """Apply an edit of the spec's mutable fields (the CRD refuses edits of the immutable ones).
+
+    The ConfigMap is recompiled; when what the training pods see changed (train.yaml, image,
+    resources, scheduling, storage access) and the gang is running, it is restarted: deleting the
+    training job stops the pods (they checkpoint on SIGTERM) and step_training starts a new gang that
+    resumes from the last committed checkpoint. Safe to repeat: the gang is stopped before the new
+    ConfigMap is written, so a crash in between only repeats both.
+    """
+    try:
+        desired = build_config_map(ctx.run)
+    except SpecError as e:  # a rule over preset values the CRD could not check
+        ctx.event("SpecRejected", f"{e}; the run goes on with its previous configuration", warning=True)
+        return
+    meta = desired["metadata"]
+    existing = ctx.kube.get("v1", "ConfigMap", ctx.run.namespace, meta["name"])
+    if existing is None:
+        return  # not written yet: step_pending writes the current one
+    if existing.get("data") == desired["data"] and _training_hash(existing) == _training_hash(desired):
+        return
+    restart = _training_hash(existing) != _training_hash(desired) and ctx.status.get("phase") == "Training"
+    job = ctx.status.get("trainingJob") or {}
+    if restart and job.get("kind"):
+        main = _training_objects(ctx, str(job["kind"]))[-1]
+        existing_job = ctx.kube.get(main["apiVersion"], main["kind"], ctx.run.namespace, main["metadata"]["name"])
+        if existing_job is not None and not children.terminating(existing_job):
+            ctx.kube.delete(main["apiVersion"], main["kind"], ctx.run.namespace, main["metadata"]["name"],
+                            "Foreground")
+    ctx.kube.patch("v1", "ConfigMap", ctx.run.namespace, meta["name"],
+                   {"metadata": {"annotations": meta["annotations"]}, "data": desired["data"]})
+    ctx.event("SpecChanged", "spec edit applied: configuration recompiled" +
+              ("; training gang restarting from the last committed checkpoint" if restart else ""))
 
 
 def step_suspended(ctx: Ctx) -> Transition | None:

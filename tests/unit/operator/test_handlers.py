@@ -1,4 +1,4 @@
-"""The kopf timer handler on an in-memory API: several phases per tick, bad specs, terminal runs."""
+"""The kopf timer handler on an in-memory API: several phases per tick, bad specs, terminal runs, spec edits."""
 
 from __future__ import annotations
 
@@ -8,23 +8,34 @@ from typing import Any
 
 import kopf
 import pytest
+import yaml
 from kiln_op_testlib import FakeKube, load_example
 from kiln_operator import handlers
 
 
+class PatchableKube(FakeKube):
+    """FakeKube plus the merge patch apply_spec_change writes the ConfigMap with."""
+
+    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> Any:
+        obj = self.objs[(kind, name)]
+        obj["metadata"].setdefault("annotations", {}).update(body["metadata"]["annotations"])
+        obj["data"] = {**obj.get("data", {}), **body["data"]}
+        return obj
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeKube, list[tuple[str, str]]]:
-    kube = FakeKube()
+    kube = PatchableKube()
     handlers.set_kube(kube)  # type: ignore[arg-type]
     posted: list[tuple[str, str]] = []
     monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: posted.append((reason, message)))
     return kube, posted
 
 
-def _call(spec: dict[str, Any], status: dict[str, Any]) -> kopf.Patch:
+def _call(spec: dict[str, Any], status: dict[str, Any], generation: int = 2) -> kopf.Patch:
     patch = kopf.Patch()
     body = {"apiVersion": "kiln.dev/v1alpha1", "kind": "TrainingRun",
-            "metadata": {"name": "tiny", "namespace": "team-a", "uid": "u1", "generation": 2},
+            "metadata": {"name": "tiny", "namespace": "team-a", "uid": "u1", "generation": generation},
             "spec": spec, "status": status}
     handlers.reconcile(body=body, spec=spec, status=status, meta=body["metadata"], patch=patch,  # type: ignore[arg-type]
                        name="tiny", namespace="team-a", uid="u1", logger=logging.getLogger("test"))
@@ -57,7 +68,75 @@ def test_invalid_spec_fails_with_the_field(fake: tuple[FakeKube, list[tuple[str,
         _call(spec, {})
 
 
-def test_terminal_runs_are_left_alone(fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:
+def test_terminal_runs_are_left_alone_but_observe_the_generation(fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:
     kube, posted = fake
-    patch = _call(load_example("tiny.yaml")["spec"], {"phase": "Succeeded"})
-    assert not patch and not kube.objs and not posted
+    patch = _call(load_example("tiny.yaml")["spec"], {"phase": "Succeeded", "observedGeneration": 1})
+    assert dict(patch) == {"status": {"observedGeneration": 2}}, "an edit of a finished run is still seen"
+    assert not kube.objs and not posted
+    again = _call(load_example("tiny.yaml")["spec"], {"phase": "Failed", "observedGeneration": 2})
+    assert not again, "nothing to write once the generation is recorded"
+
+
+def _training(kube: FakeKube, spec: dict[str, Any]) -> dict[str, Any]:
+    """Drive a run to Training at generation 2; returns its status."""
+    first = _call(spec, {})
+    kube.finish("Job", "tiny-prepare", "Complete")
+    status = {**first.status, **_call(spec, dict(first.status)).status}
+    assert status["phase"] == "Training" and ("PyTorchJob", "tiny-train") in kube.objs
+    return status
+
+
+def _train_yaml(kube: FakeKube) -> dict[str, Any]:
+    return yaml.safe_load(kube.objs[("ConfigMap", "tiny-config")]["data"]["train.yaml"])
+
+
+def test_applied_edit_recompiles_and_restarts_the_gang(fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:
+    kube, posted = fake
+    spec = load_example("tiny.yaml")["spec"]
+    status = _training(kube, spec)
+    edited = copy.deepcopy(spec)
+    edited["training"]["optimizer"]["lr"] = 0.001
+    edited["training"]["maxSteps"] = 800
+    patch = _call(edited, status, generation=3)
+    train = _train_yaml(kube)
+    assert (train["optim"]["lr"], train["schedule"]["max_steps"]) == (0.001, 800)
+    assert "deletionTimestamp" in kube.objs[("PyTorchJob", "tiny-train")]["metadata"], "gang restarted"
+    assert [m for r, m in posted if r == "SpecChanged"] == [
+        "spec edit applied: configuration recompiled; training gang restarting from the last committed checkpoint"]
+    assert patch.status["observedGeneration"] == 3
+    assert "restarts" not in patch.status, "an edit is not a failure"
+    kube.gc()  # the old gang is gone: the next tick starts the new one on the new config
+    posted.clear()
+    _call(edited, {**status, **patch.status}, generation=3)
+    assert ("PyTorchJob", "tiny-train") in kube.objs and "SpecChanged" not in [r for r, _ in posted]
+
+
+def test_edit_outside_the_pods_changes_nothing_running(fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:
+    kube, posted = fake
+    spec = load_example("tiny.yaml")["spec"]
+    status = _training(kube, spec)
+    before = copy.deepcopy(kube.objs[("ConfigMap", "tiny-config")])
+    edited = copy.deepcopy(spec)
+    edited["training"]["maxRestarts"] = 7  # read by the operator only
+    _call(edited, status, generation=3)
+    assert kube.objs[("ConfigMap", "tiny-config")] == before
+    edited["serving"]["gatePrompts"] = ["Once upon a time"]  # export.yaml only: training goes on
+    _call(edited, status, generation=4)
+    assert "Once upon a time" in kube.objs[("ConfigMap", "tiny-config")]["data"]["export.yaml"]
+    assert "deletionTimestamp" not in kube.objs[("PyTorchJob", "tiny-train")]["metadata"]
+    assert [m for r, m in posted if r == "SpecChanged"] == ["spec edit applied: configuration recompiled"]
+
+
+def test_edit_breaking_a_preset_rule_is_rejected_and_the_run_goes_on(
+        fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:
+    kube, posted = fake
+    spec = copy.deepcopy(load_example("tiny.yaml")["spec"])
+    del spec["training"]["optimizer"]["warmupSteps"]  # the preset's 5 steps
+    status = _training(kube, spec)
+    before = copy.deepcopy(kube.objs[("ConfigMap", "tiny-config")])
+    spec["training"]["maxSteps"] = 4  # fewer than the preset's warmup: only the compiler can tell
+    _call(spec, status, generation=3)
+    assert kube.objs[("ConfigMap", "tiny-config")] == before
+    assert "deletionTimestamp" not in kube.objs[("PyTorchJob", "tiny-train")]["metadata"]
+    rejected = [m for r, m in posted if r == "SpecRejected"]
+    assert rejected and rejected[0].startswith("spec.training.optimizer.warmupSteps: ")
