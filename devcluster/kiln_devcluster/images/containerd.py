@@ -1,14 +1,22 @@
-"""Hand the built images to a containerd (no registry): archive once, import per node.
+"""Hand the built images to a containerd (no registry), moving only the layers it lacks.
 
-`import_images(built, address)` is what `cluster up` calls for each node's containerd. An image
-is exported from buildah's storage once per image id (a docker-archive: uncompressed layers, so
-no compression pass over torch), and imported only when that containerd does not already hold
-this exact build: each import labels the image with its buildah id, and the label is checked first.
+`import_images(built, address)` is what `cluster up` calls for each node's containerd:
+
+1. export: `buildah push --disable-compression` into an OCI layout kept in the cache. Layers are
+   stored uncompressed, so a layer's digest is its content and a layer the layout already holds
+   (torch's) is not written again; nor is any time spent compressing gigabytes.
+2. import: a tar of that layout holding the manifest, the config and only the layers this
+   containerd does not have yet (`ctr content ls`), named by the `io.containerd.image.name`
+   annotation, fed to `ctr images import`. After a code change that is the thin code layer.
+3. the imported image is labelled with its buildah id; an image already there with this label
+   is not imported again.
 """
 
 from __future__ import annotations
 
-import os
+import io
+import json
+import tarfile
 import time
 from pathlib import Path
 
@@ -24,31 +32,80 @@ ID_LABEL = "kiln.dev/image-id"
 def image_size(ref: str) -> int:
     """Bytes of the local image `ref` (uncompressed layers), as buildah reports them."""
     out = run(["buildah", "images", "--noheading", "--format", "{{.Size}}", ref]).split("\n")[0].strip()
-    return _parse_size(out)
-
-
-def _parse_size(text: str) -> int:
-    """buildah's human size ("6.31 GB", "512 MB") in bytes."""
-    number, _, unit = text.partition(" ")
+    number, _, unit = out.partition(" ")
     scale = {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}.get(unit.strip(), 1)
     return int(float(number) * scale)
 
 
-def archive(built: Built) -> Path:
-    """A docker-archive of the image, rewritten only when the image id changed."""
-    folder = host.cache_dir() / "archives"
-    path = folder / f"{built.name}.tar"
-    id_file = folder / f"{built.name}.id"
-    if path.exists() and id_file.exists() and id_file.read_text() == built.image_id:
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{built.name}.tar.partial"
-    partial.unlink(missing_ok=True)
-    with step(f"export {built.name} ({built.ref}) to {path.name}"):
-        run(["buildah", "push", "--quiet", built.ref, f"docker-archive:{partial}:{built.ref}"])
-        os.replace(partial, path)
-        id_file.write_text(built.image_id)
-    return path
+def full_name(ref: str) -> str:
+    """containerd names images in full: busybox:1 is docker.io/library/busybox:1."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return ref
+    return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
+
+
+def _layout(built: Built) -> Path:
+    return host.cache_dir() / "oci" / built.name
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    algo, _, hexd = digest.partition(":")
+    return layout / "blobs" / algo / hexd
+
+
+def export_layout(built: Built) -> dict[str, object]:
+    """Push the image into its OCI layout (new layers only); returns the manifest descriptor."""
+    layout = _layout(built)
+    id_file = layout / "kiln-image-id"
+    if not (id_file.exists() and id_file.read_text() == built.image_id):
+        with step(f"export {built.name} ({built.ref}) to {layout}"):
+            run(["buildah", "push", "--quiet", "--disable-compression", "--format", "oci",
+                 built.ref, f"oci:{layout}:current"])
+            _prune(layout)
+            id_file.write_text(built.image_id)
+    index = json.loads((layout / "index.json").read_text())
+    descriptor: dict[str, object] = index["manifests"][0]
+    return descriptor
+
+
+def _prune(layout: Path) -> None:
+    """Drop blobs the current manifest no longer names (an earlier build's code layer)."""
+    index = json.loads((layout / "index.json").read_text())
+    keep = set()
+    for m in index["manifests"]:
+        keep.add(m["digest"])
+        manifest = json.loads(_blob(layout, m["digest"]).read_text())
+        keep.add(manifest["config"]["digest"])
+        keep.update(layer["digest"] for layer in manifest["layers"])
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        if f"sha256:{blob.name}" not in keep:
+            blob.unlink()
+
+
+def thin_archive(built: Built, descriptor: dict[str, object], have: set[str]) -> tuple[Path, int]:
+    """An OCI archive of the image without the layers in `have`; returns it and the layers it holds."""
+    layout = _layout(built)
+    manifest = json.loads(_blob(layout, str(descriptor["digest"])).read_text())
+    needed = [str(descriptor["digest"]), manifest["config"]["digest"]]
+    needed += [la["digest"] for la in manifest["layers"] if la["digest"] not in have]
+    named = {**descriptor, "annotations": {**dict(descriptor.get("annotations") or {}),  # type: ignore[call-overload]
+                                           "io.containerd.image.name": full_name(built.ref)}}
+    index = json.dumps({"schemaVersion": 2, "manifests": [named]}).encode()
+    path = host.cache_dir() / "archives" / f"{built.name}.import.tar"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        _add_bytes(tar, "oci-layout", (layout / "oci-layout").read_bytes())
+        _add_bytes(tar, "index.json", index)
+        for digest in needed:
+            tar.add(_blob(layout, digest), arcname=f"blobs/{digest.replace(':', '/')}")
+    return path, len(needed) - 2
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
 
 
 def _ctr(address: str, namespace: str, *args: str) -> str:
@@ -57,16 +114,8 @@ def _ctr(address: str, namespace: str, *args: str) -> str:
 
 def has_image(address: str, namespace: str, built: Built) -> bool:
     """Whether that containerd already holds this exact build of `built.ref`."""
-    out = _ctr(address, namespace, "images", "ls", f"name=={_full_name(built.ref)}")
+    out = _ctr(address, namespace, "images", "ls", f"name=={full_name(built.ref)}")
     return f"{ID_LABEL}={built.image_id}" in out
-
-
-def _full_name(ref: str) -> str:
-    """containerd names images in full: busybox:1 is docker.io/library/busybox:1."""
-    first = ref.split("/", 1)[0]
-    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
-        return ref
-    return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
 
 
 def wait_for_socket(address: str, deadline_s: float = 30.0) -> None:
@@ -89,7 +138,12 @@ def import_images(built: list[Built], address: str, namespace: str = NAMESPACE) 
         if has_image(address, namespace, b):
             print(f"[images] {b.name}: already in {address} ({namespace})", flush=True)
             continue
-        path = archive(b)
-        with step(f"import {b.name} into {address} ({namespace})"):
-            _ctr(address, namespace, "images", "import", str(path))
-            _ctr(address, namespace, "images", "label", _full_name(b.ref), f"{ID_LABEL}={b.image_id}")
+        descriptor = export_layout(b)
+        have = set(_ctr(address, namespace, "content", "ls", "--quiet").split())
+        archive, layers = thin_archive(b, descriptor, have)
+        with step(f"import {b.name} into {address} ({namespace}): {layers} new layer(s), "
+                  f"{archive.stat().st_size / 1e6:.0f} MB"):
+            _ctr(address, namespace, "images", "import", str(archive))
+            _ctr(address, namespace, "images", "label", full_name(b.ref), f"{ID_LABEL}={b.image_id}")
+        archive.unlink()
+
