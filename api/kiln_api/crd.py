@@ -31,10 +31,11 @@ def _json_paths(cls: type, where: str, out: dict[type, str]) -> dict[type, str]:
     out.setdefault(cls, where)
     for f in dataclasses.fields(cls):
         inner, _ = unwrap_optional(hints(cls)[f.name])
+        name = camel(f.name)
         if typing.get_origin(inner) is list:
-            inner = typing.get_args(inner)[0]
+            inner, name = typing.get_args(inner)[0], f"{name}[*]"
         if dataclasses.is_dataclass(inner) and isinstance(inner, type):
-            _json_paths(inner, f"{where}.{camel(f.name)}", out)
+            _json_paths(inner, f"{where}.{name}", out)
     return out
 
 

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-from kiln_api.rules import F, Rule, check_rules
+from kiln_api.rules import F, Rule, check_rules, implies
 from kiln_api.specfields import SpecError
 
 PIPELINE_VERSION = 3
@@ -70,13 +70,17 @@ class SourceSpec:
     date_field: str = ""
     """jsonl/parquet key holding an ISO date (YYYY-MM-DD...); used by ``filters.date_from/date_to``."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(implies(F.format != "txt", F.text_field != ""), "text_field",
+             "must name the field that holds the text when {format} is not txt"),
+    )
+
     def validate(self, path: str) -> None:
         if not isinstance(self.uri, str) or not self.uri.strip():
             raise _fail(f"{path}.uri", "must be a non-empty path or URI")
         if self.format not in FORMATS:
             raise _fail(f"{path}.format", f"must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.format != "txt" and not self.text_field:
-            raise _fail(f"{path}.text_field", "must name the field that holds the text")
+        check_rules(self, path)
         if not isinstance(self.weight, int | float) or isinstance(self.weight, bool) or not 0 < self.weight <= 100:
             raise _fail(f"{path}.weight", f"must be a number in (0, 100], got {self.weight!r}")
         if self.txt_split not in TXT_SPLITS:

@@ -75,6 +75,8 @@ class DataSource:
     weight: float = knob(1.0, minimum=0.01, maximum=100.0)
     """Sampling weight: 0.5 keeps about half the documents, 2 repeats each twice."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({}) for r in dc.SourceSpec.RULES)
+
 
 @dataclass
 class CleaningSpec:

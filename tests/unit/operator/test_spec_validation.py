@@ -13,7 +13,9 @@ from kiln_op_testlib import load_example
 
 
 def _tiny() -> dict[str, Any]:
-    return copy.deepcopy(load_example("tiny.yaml")["spec"])
+    raw = copy.deepcopy(load_example("tiny.yaml")["spec"])
+    raw["training"]["precision"] = "bf16"  # the example trains in fp32; bf16 makes the ZeRO rule reachable
+    return raw
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -42,6 +44,23 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("custom without shape", _set("model.preset", "custom"), "spec.model.custom"),
     ("wrong type", _set("training.nodes", "two"), "spec.training.nodes"),
     ("no sources", _set("data.sources", []), "spec.data.sources"),
+    # cross-field rules declared on the trainer's types, projected onto the spec (kiln_api.rules)
+    ("zero learning rate", _set("training.optimizer.lr", 0.0), "spec.training.optimizer.lr"),
+    ("beta of one", _set("training.optimizer.beta2", 1.0), "spec.training.optimizer.beta2"),
+    ("warmup as long as the run", _set("training.optimizer.warmupSteps", 400), "spec.training.optimizer.warmupSteps"),
+    ("bf16 without ZeRO", _set("training.zero", {"stage": 0}), "spec.training.precision"),
+    ("kv heads not dividing heads", _set("model", {"preset": "custom", "custom": {
+        "layers": 2, "hidden": 64, "heads": 4, "kvHeads": 3}}), "spec.model.custom.kvHeads"),
+    ("odd head size", _set("model", {"preset": "custom", "custom": {"layers": 2, "hidden": 60, "heads": 4}}),
+     "spec.model.custom.heads"),
+    ("hidden not divisible by heads", _set("model", {"preset": "custom", "custom": {
+        "layers": 2, "hidden": 64, "heads": 3}}), "spec.model.custom.heads"),
+    ("more ranks than GPUs", lambda raw: raw["training"].update(gpusPerNode=2, accelerator="nvidia-l4", globalBatchSize=64,
+                                                                processesPerNode=4), "spec.training.processesPerNode"),
+    ("GPUs named cpu", _set("training.gpusPerNode", 1), "spec.training.accelerator"),
+    ("max units below min units", _set("data.cleaning", {"minUnits": 10, "maxUnits": 5}),
+     "spec.data.cleaning.maxUnits"),
+    ("distillation without a teacher", _set("model.objective", "distillation"), "spec.training.distillation"),
 ]
 
 
