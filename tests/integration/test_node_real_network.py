@@ -60,22 +60,21 @@ def test_service_name_resolves_to_its_cluster_ip(core, ns):
     phase, log = _run(core, ns, "lookup", f"nslookup web.{ns}.svc.cluster.local")
     assert phase == "Succeeded", log
     assert ip in log, log
-    # The short form through the pod's search path.
-    phase, log = _run(core, ns, "short", f"nslookup web.{ns}.svc")
-    assert phase == "Succeeded" and ip in log, log
+    # (busybox's nslookup ignores the search path; the short form web.<ns>.svc is fetched through
+    # the resolver's search path in the ClusterIP test below.)
 
 
 def test_cluster_ip_reaches_the_pod_through_kube_proxy(core, ns):
     text = f"via-proxy-{uuid.uuid4().hex[:6]}"
     ip = _serving(core, ns, text)
-    phase, log = _run(core, ns, "fetch", f"wget -qO- -T 5 http://{ip}/ && wget -qO- -T 5 http://web.{ns}.svc/")
+    phase, log = _run(core, ns, "fetch", f"wget -qO- http://{ip}/ && wget -qO- http://web.{ns}.svc/")
     assert phase == "Succeeded", log
     assert log.split() == [text, text]
 
 
 def test_pods_reach_the_s3_service(core, ns):
     # moto answers an anonymous GET / with an S3 XML document (or an S3 error document).
-    phase, log = _run(core, ns, "s3", "wget -qO- -T 5 http://minio.kiln-system.svc:9000/ 2>&1 || true")
+    phase, log = _run(core, ns, "s3", "wget -qO- http://minio.kiln-system.svc:9000/ 2>&1 || true")
     assert "ListAllMyBucketsResult" in log or "<Error>" in log, log
 
 

@@ -68,7 +68,7 @@ def test_non_root_pod_with_read_only_root_cannot_write_root(core, ns):
 
 def test_memory_limit_is_enforced_by_the_cgroup(core, ns):
     # dd allocates its block in one piece and fills it: 96 MiB against a 32 MiB limit.
-    manifest = busybox_pod("hog", "dd if=/dev/zero of=/dev/null bs=96M count=1; echo survived",
+    manifest = busybox_pod("hog", "exec dd if=/dev/zero of=/dev/null bs=96M count=1",
                            resources={"limits": {"memory": "32Mi"}, "requests": {"memory": "32Mi"}})
     core.create_namespaced_pod(ns, manifest)
     p = wait_phase(core, ns, "hog", ("Succeeded", "Failed"), 120)
