@@ -18,6 +18,7 @@ The compiler re-checks the spec after filling those fields from the preset, so n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -44,7 +45,8 @@ from kiln_api.ruleexpr import (
 from kiln_api.specfields import SpecError, camel, hints, unwrap_optional
 
 
-def _optional_prefixes(cls: type, path: Path) -> list[Path]:
+@functools.cache  # type hints are resolved from source text: once per (type, path) is plenty
+def _optional_prefixes(cls: type, path: Path) -> tuple[Path, ...]:
     """The prefixes of ``path`` (in ``cls``) whose field may be unset."""
     out: list[Path] = []
     tp: Any = cls
@@ -55,7 +57,7 @@ def _optional_prefixes(cls: type, path: Path) -> list[Path]:
         if nullable:
             out.append(path[: i + 1])
         tp = inner
-    return out
+    return tuple(out)
 
 
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_.]+)\}")

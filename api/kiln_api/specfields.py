@@ -110,6 +110,7 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.cache  # resolving annotations parses strings; specs are parsed on every reconcile
 def hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
