@@ -14,6 +14,7 @@ Then, once for the machine: kube-proxy's and CNI's iptables chains and our masqu
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -159,7 +160,7 @@ def our_chain_rules(save_output: str) -> tuple[list[list[str]], list[str]]:
         if line.startswith(":") and line[1:].split()[0].startswith(OUR_CHAIN_PREFIXES):
             chains.append(line[1:].split()[0])
         elif line.startswith("-A "):
-            parts = line.split()
+            parts = shlex.split(line)  # comments are quoted: "kubernetes service portals"
             if not parts[1].startswith(OUR_CHAIN_PREFIXES) and "-j" in parts and \
                     parts[parts.index("-j") + 1].startswith(OUR_CHAIN_PREFIXES):
                 rules.append(parts[1:])

@@ -63,11 +63,12 @@ def _kubelet_argv(node: NodeSpec, ctx: Ctx) -> list[str]:
 
 
 def _wait(what: str, check: partial[bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    while time.monotonic() < start + timeout_s:
         if check():
+            say(f"{what} ({time.monotonic() - start:.1f}s)")
             return
-        time.sleep(0.5)
+        time.sleep(0.25)
     raise TimeoutError(f"{what} not reached after {timeout_s:.0f}s")
 
 

@@ -67,13 +67,13 @@ def test_only_our_iptables_chains_and_the_jumps_to_them_are_selected() -> None:
     saved = "\n".join([
         "*nat", ":PREROUTING ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]",
         ":KILN-MASQ - [0:0]", ":DOCKER - [0:0]",
-        "-A PREROUTING -m comment --comment kube -j KUBE-SERVICES",
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         "-A POSTROUTING -j KILN-MASQ", "-A POSTROUTING -j DOCKER",
         "-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-X", "COMMIT",
     ])
     rules, chains = nodecleanup.our_chain_rules(saved)
     assert chains == ["KUBE-SERVICES", "KILN-MASQ"]
-    assert rules == [["PREROUTING", "-m", "comment", "--comment", "kube", "-j", "KUBE-SERVICES"],
+    assert rules == [["PREROUTING", "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"],
                      ["POSTROUTING", "-j", "KILN-MASQ"]]
 
 
