@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 from clusterlib import Cluster, devcluster
@@ -31,13 +33,41 @@ def _marked_pids(cluster: Cluster) -> list[int]:
     return pids
 
 
+def _real_node_leftovers(cluster: Cluster) -> dict[str, list[str]]:
+    """What real nodes could leave on the host: mounts (rootfs, shm, netns, volumes) below the state
+    dir, kube-proxy/CNI/masquerade iptables chains, node cgroups, containerd shims of our sockets."""
+    state = str(cluster.state_dir)
+    mounts = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+              if ln.split()[4].startswith(state + "/")]
+    saved = "".join(subprocess.run([t], capture_output=True, text=True).stdout
+                    for t in ("iptables-save", "ip6tables-save"))
+    chains = re.findall(r"^:((?:KUBE|CNI|KILN)-\S+)", saved, re.M)
+    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob("*/kiln-node-*")]
+    shims = subprocess.run(["pgrep", "-af", f"containerd-shim.*{state}"], capture_output=True, text=True).stdout
+    return {"mounts": mounts, "iptables chains": chains, "cgroups": cgroups, "shims": shims.splitlines()}
+
+
+def _runs_real_nodes(cluster: Cluster) -> bool:
+    return "containerd://" in cluster.kubectl("get", "nodes", "-o", "wide").stdout
+
+
 @pytest.mark.cluster_last
 @pytest.mark.timeout(180)
 def test_down_leaves_no_process_behind(cluster: Cluster) -> None:
     # The cluster is up (the fixture saw to it), so these checks can fail if `down` misses something.
     assert _marked_pids(cluster), "no cluster process carries the KILN_CLUSTER marker before down"
     assert all(_listening(p) for p in PORTS.values())
+    real = _runs_real_nodes(cluster)
+    if real:
+        # A running pod makes every kind of leftover exist before `down`, so the check below can fail.
+        cluster.kubectl("run", "leftover", "--image=kiln.local/busybox:1.35", "--image-pull-policy=Never",
+                        "--restart=Never", "--", "sleep", "600")
+        cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Running", "pod/leftover", "--timeout=90s", timeout=100)
+        before = _real_node_leftovers(cluster)
+        assert before["mounts"] and before["iptables chains"] and before["cgroups"] and before["shims"], before
     devcluster("down")
+    if real:
+        assert _real_node_leftovers(cluster) == {"mounts": [], "iptables chains": [], "cgroups": [], "shims": []}
     assert _marked_pids(cluster) == []
     still = [name for name, port in PORTS.items() if _listening(port)]
     assert still == [], f"still listening after down: {still}"
