@@ -28,6 +28,8 @@ PY_IMAGE = TRAINER_IMAGE if os.environ.get("KILN_NODE") == "real" else "python:3
 """The process node maps python:3.11-slim to the project venv (devcluster/images.yaml)."""
 BUSYBOX = "kiln.local/busybox:1.35"
 """On real nodes: imported into every node's containerd by `up` (devcluster/kiln_devcluster/nodeimages.py)."""
+SH_IMAGE = BUSYBOX if os.environ.get("KILN_NODE") == "real" else "busybox:1.36"
+"""A shell image: busybox on real nodes; the process node maps any busybox to the host's shell."""
 PAGE_PORT = 8080
 
 

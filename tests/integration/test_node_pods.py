@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 from nodekit import (
+    SH_IMAGE,
     event_reasons,
     exit_code,
     namespace,
@@ -38,7 +39,7 @@ def test_pod_succeeds_and_logs_come_back_through_the_api(core, ns):
     p = wait_phase(core, ns, "hello", ("Succeeded", "Failed"), 120)
     assert p["status"]["phase"] == "Succeeded", p["status"]
     assert exit_code(p) == 0
-    assert p["status"]["podIP"].startswith("10.88.") and p["status"]["hostIP"] == "10.88.0.1"
+    assert p["status"]["podIP"].startswith("10.88.") and p["status"]["hostIP"].startswith("10.88.0.")
     logs = pod_log(core, ns, "hello", container="main")
     assert logs == "hello from hello hello\nline2\n"
     assert pod_log(core, ns, "hello", container="main", tail_lines=1) == "line2\n"
@@ -55,7 +56,7 @@ def test_follow_streams_logs_until_the_container_exits(core, ns):
 
 
 def test_failing_command_gives_failed_phase_and_exit_code(core, ns):
-    core.create_namespaced_pod(ns, pod("fails", ["sh", "-c", "echo bye; exit 3"], image="busybox:1.36"))
+    core.create_namespaced_pod(ns, pod("fails", ["sh", "-c", "echo bye; exit 3"], image=SH_IMAGE))
     p = wait_phase(core, ns, "fails", ("Succeeded", "Failed"), 120)
     assert p["status"]["phase"] == "Failed"
     assert exit_code(p) == 3
@@ -159,7 +160,7 @@ def test_two_pods_listen_on_the_same_port(core, ns):
 
 
 def test_crash_loop_back_off_and_restart_count(core, ns):
-    core.create_namespaced_pod(ns, pod("crash", ["sh", "-c", "echo run; exit 1"], image="busybox", restart="Always"))
+    core.create_namespaced_pod(ns, pod("crash", ["sh", "-c", "echo run; exit 1"], image=SH_IMAGE, restart="Always"))
 
     def looping():
         p = read_pod(core, ns, "crash")
@@ -178,7 +179,7 @@ def test_liveness_failure_restarts_the_container(core, ns):
     cmd = ["sh", "-c", "touch /tmp/alive-$HOSTNAME; sleep 4; rm -f /tmp/alive-$HOSTNAME; sleep 300"]
     live = {"exec": {"command": ["sh", "-c", "test -e /tmp/alive-$HOSTNAME"]}, "periodSeconds": 1,
             "failureThreshold": 2}
-    core.create_namespaced_pod(ns, pod("live", cmd, image="busybox", restart="Always", livenessProbe=live))
+    core.create_namespaced_pod(ns, pod("live", cmd, image=SH_IMAGE, restart="Always", livenessProbe=live))
     wait_for(lambda: read_pod(core, ns, "live")["status"]["containerStatuses"][0]["restartCount"] >= 1,
              60, "a liveness restart")
     assert any(r == "Unhealthy" for r, _ in event_reasons(core, ns, "live"))
