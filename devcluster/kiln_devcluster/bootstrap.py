@@ -101,3 +101,25 @@ def wait_node_ready(ctx: Ctx, name: str, timeout_s: float, alive: Callable[[], b
             raise RuntimeError(f"the process node exited before Node {name} became Ready")
         time.sleep(0.5)
     raise TimeoutError(f"Node {name} not Ready after {timeout_s:.0f}s")
+
+
+def stale_nodes(nodes: list[dict[str, Any]], wanted: set[str], real: bool) -> list[str]:
+    """Node objects left by another mode or node count: a name this `up` will not run, or a node of
+    the other runtime (a process node's record would otherwise pass as a Ready kubelet for a while
+    and get pods scheduled to it; a fresh registration is clean)."""
+    stale = []
+    for node in nodes:
+        name = node["metadata"]["name"]
+        runtime = node.get("status", {}).get("nodeInfo", {}).get("containerRuntimeVersion", "")
+        if name not in wanted or runtime.startswith("containerd://") != real:
+            stale.append(name)
+    return stale
+
+
+def prune_nodes(ctx: Ctx, wanted: set[str], real: bool) -> list[str]:
+    """Delete stale Node objects (see ``stale_nodes``); their pods are garbage-collected with them."""
+    nodes = (get_json(ctx, "/api/v1/nodes") or {}).get("items", [])
+    names = stale_nodes(nodes, wanted, real)
+    if names:
+        kubectl(ctx, "delete", "node", *names, "--wait=false")
+    return names

@@ -173,6 +173,10 @@ def _apply_base(ctx: Ctx) -> None:
     crd = crds_dir() / "kubeflow.org_pytorchjobs.yaml"
     with _step("base objects applied (namespaces, S3 Service, PyTorchJob CRD)"):
         bootstrap.apply_base(ctx, crd if crd.exists() else None)
+    real = node_mode() == "real"
+    wanted = {n.name for n in node_specs(ctx.paths)} if real else {NODE_NAME}
+    if pruned := bootstrap.prune_nodes(ctx, wanted, real):
+        say(f"deleted Node objects of another node mode or count: {', '.join(pruned)}")
 
 
 def down(paths: StatePaths, purge: bool = False) -> None:

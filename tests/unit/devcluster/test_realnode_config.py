@@ -92,3 +92,16 @@ def test_bad_node_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, va
     monkeypatch.setenv(var, value)
     with pytest.raises(ValueError, match=var):
         node_mode() if var == "KILN_NODE" else node_count()
+
+
+def test_nodes_of_the_other_mode_or_beyond_the_count_are_stale() -> None:
+    from kiln_devcluster.bootstrap import stale_nodes
+
+    def node(name: str, runtime: str) -> dict[str, object]:
+        return {"metadata": {"name": name}, "status": {"nodeInfo": {"containerRuntimeVersion": runtime}}}
+
+    nodes = [node("kiln-node-0", "containerd://1.6.20"), node("kiln-node-1", "containerd://1.6.20")]
+    assert stale_nodes(nodes, {"kiln-node-0", "kiln-node-1"}, real=True) == []
+    assert stale_nodes(nodes, {"kiln-node-0"}, real=True) == ["kiln-node-1"]
+    assert stale_nodes(nodes, {"kiln-node-0"}, real=False) == ["kiln-node-0", "kiln-node-1"]
+    assert stale_nodes([node("kiln-node-0", "kiln-process://0.1")], {"kiln-node-0"}, real=True) == ["kiln-node-0"]
