@@ -131,3 +131,23 @@ def test_wiki_step_counted_and_switchable() -> None:
     clean_text(WIKI, CleanSpec(), rep)
     assert rep.get("clean_docs", "wiki") == 1
     assert "[[解释器|解释型]]" in clean_text(WIKI, CleanSpec(strip_wiki=False))
+
+
+PROSE_WITH_CODE = """Defining a class
+
+A class body may define __init__ and accept **kwargs, as in this example:
+
+class Grid:
+    '''A grid of cells.'''
+    # rows first
+    def __init__(self, **kwargs):
+        self.cells = [[1, 2], [3, 4]]
+        self.label = '{{}}'.format(kwargs)
+'B' is the second letter; '\\f' is a form feed.
+== is the equality operator ==
+The sequence a ** b ** c is evaluated from the right."""
+
+
+def test_plain_text_with_code_is_not_taken_for_markup() -> None:
+    """Python documentation text: each line has something that looks like one markup syntax."""
+    assert clean_text(PROSE_WITH_CODE, CleanSpec()) == PROSE_WITH_CODE.replace("    ", "")

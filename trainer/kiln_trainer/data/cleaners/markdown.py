@@ -1,9 +1,10 @@
 """Markdown: keep the words a reader sees, drop the syntax around them.
 
 A document counts as Markdown when it shows at least two different kinds of Markdown syntax (ATX
-headings, fenced code, links or images, strong emphasis, tables, setext underlines), or a fenced
-code block: one kind alone is too weak (a Python comment starts with ``#``, ``f[0](x)`` looks like
-a link). Then:
+headings between blank lines, links or images with a path-like target, ``**strong**`` on one line,
+tables, setext underlines), or a fenced code block: one kind alone is too weak, and each kind is
+narrowed so that code does not show it (a Python comment starts with ``#``, ``f[0](x)`` looks like a
+link, ``**kwargs`` and ``__init__`` look like emphasis). Then:
 
 - headings ``## Title`` / setext underlines → ``Title`` on its own line; rules (``---``) go;
 - ``**strong**``, ``__strong__``, ``*em*``, ``_em_``, ``~~del~~``, ``` `code` ``` → their text
@@ -21,13 +22,16 @@ import re
 
 _FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
 _SIGNALS = {
-    "heading": re.compile(r"^#{1,6}[ \t]+\S", re.M),
+    # a heading between blank lines: a `# comment` in code sits next to code, not blank lines
+    "heading": re.compile(r"(?:\A|\n[ \t]*\n)#{1,6}[ \t]+\S[^\n]*\n[ \t]*(?:\n|\Z)"),
     # a link target has a slash, dot or hash: `fns[0](logits)` in code is not a link
     "link": re.compile(r"!?\[[^\]\n]+\]\([^)\s]*[/.#][^)\s]*(?:\s+\"[^\"\n]*\")?\)"),
-    "strong": re.compile(r"(\*\*|__)\S(?:.*?\S)?\1"),
+    # `**` around words on one line; `**kwargs` and `__init__` are not emphasis
+    "strong": re.compile(r"\*\*[^*\s](?:[^*\n]*[^*\s])?\*\*"),
     "table": re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)+\|?\s*$", re.M),
     "setext": re.compile(r"^[^\n#>|-].*\n(?:={3,}|-{3,})[ \t]*$", re.M),
 }
+
 _IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)|!\[[^\]\n]*\]\[[^\]\n]*\]")
 _LINK = re.compile(r"\[([^\]\n]+)\]\([^)\n]*\)|\[([^\]\n]+)\]\[[^\]\n]*\]")
 _AUTOLINK = re.compile(r"<((?:https?|ftp|mailto):[^>\s]+)>")

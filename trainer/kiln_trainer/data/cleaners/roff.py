@@ -1,7 +1,7 @@
 """roff/man source (man pages, ``.TH``/``.SH`` documents): keep what groff would print, drop the markup.
 
 A document counts as roff when at least two lines are requests of the man/mdoc macro sets or it
-uses font escapes (``\\fB``). Then, as groff does in fill mode, consecutive text lines join into one
+uses two font escapes (``\\fB``). Then, as groff does in fill mode, consecutive text lines join into one
 paragraph (with a space, or with nothing where both sides are CJK), and these become paragraph breaks:
 ``.PP .LP .P .TP .IP .HP .sp .SH .SS``. What each request leaves:
 
@@ -22,7 +22,9 @@ import re
 
 from kiln_trainer.data.cleaners.cjk_lines import join_fragments
 
-_REQUEST = re.compile(r"^[.'][ \t]*([A-Za-z][A-Za-z0-9]?)\b", re.M)
+_FONT = re.compile(r"\\f[BIRPC(\[]")
+# a request name ends at a blank or the line end: `'B'` at a line start is a quoted letter
+_REQUEST = re.compile(r"^[.'][ \t]*([A-Za-z][A-Za-z0-9]?)(?=[ \t]|$)", re.M)
 _MAN_MACROS = {"TH", "SH", "SS", "TP", "PP", "LP", "IP", "HP", "B", "I", "BR", "BI", "IB", "IR", "RB", "RI",
                "SM", "SB", "br", "sp", "nf", "fi", "RS", "RE", "EX", "EE", "UR", "UE", "Dd", "Dt", "Os",
                "Sh", "Nm", "Nd", "Pp", "Fl", "Ar", "TQ", "ft", "ad", "na", "in"}
@@ -53,8 +55,8 @@ _SINGLE = {"-": "-", "e": "\\", "\\": "\\", " ": " ", "~": " ", "0": " ", ".": "
 
 
 def looks_like(text: str) -> bool:
-    """Two or more man/mdoc request lines, or a font escape."""
-    if "\\f" in text:
+    """Two or more man/mdoc request lines, or two font escapes (one `\\f` is often a form feed)."""
+    if "\\f" in text and len(_FONT.findall(text)) >= 2:
         return True
     hits = 0
     for m in _REQUEST.finditer(text):

@@ -1,7 +1,10 @@
 """MediaWiki markup (Wikipedia dumps and their copies): the article's words without the wikitext.
 
-A document counts as wikitext when it has a ``[[link]]``, a ``{{template}}``, ``'''bold'''`` or a
-``== heading ==`` line. Then:
+A document counts as wikitext when it shows two different kinds of wiki syntax: ``[[link]]``
+(with a letter, no quotes or commas: ``[[1, 2], [3, 4]]`` is a Python list), ``{{template|…}}`` (a
+name and a pipe, or a capitalised name: ``'{{}}'.format`` is Python), bold in three quotes with
+text right after it (a one-line Python docstring ends its line),
+``== heading ==`` lines, ``<ref>``. Then:
 
 - ``{{templates}}`` go whole, nested ones too (infoboxes, citations, navboxes: no prose in them);
 - ``<ref>…</ref>`` footnotes go with their content, ``<!-- comments -->`` too;
@@ -17,7 +20,13 @@ from __future__ import annotations
 
 import re
 
-_SIGNAL = re.compile(r"\[\[[^\]\n]+\]\]|\{\{[^{}\n]*\}\}|'''[^'\n]+'''|^={2,6}[^=\n]+={2,6}[ \t]*$", re.M)
+_SIGNALS = (
+    re.compile(r"\[\[[^\[\]\n,'\"]*[^\W\d_][^\[\]\n,'\"]*\]\]"),
+    re.compile(r"\{\{[^\W\d_][^{}\n|]*\||\{\{[A-Z][^{}\n]*\}\}"),
+    re.compile(r"'''[^'\n]+'''(?=[^\s'])"),  # text goes on after bold; a '''docstring''' ends a line
+    re.compile(r"^={2,6}[ \t]*[^=\n]+?[ \t]*={2,6}[ \t]*$", re.M),
+    re.compile(r"<ref[ >]"),
+)
 _TEMPLATE = re.compile(r"\{\{(?:[^{}]|\{(?!\{)|\}(?!\}))*\}\}")
 _REF = re.compile(r"<ref\b[^>/]*/>|<ref\b[^>]*>.*?</ref\s*>|<!--.*?-->", re.S | re.I)
 _MEDIA = re.compile(r"\[\[(?:File|Image|Category|Media|文件|檔案|图像|圖像|分类|分類|Datei|Kategorie):"
@@ -33,7 +42,7 @@ _MAGIC = re.compile(r"__[A-Z]+__")
 
 
 def looks_like(text: str) -> bool:
-    return _SIGNAL.search(text) is not None
+    return sum(1 for rx in _SIGNALS if rx.search(text)) >= 2
 
 
 def _cells(m: re.Match[str]) -> str:
