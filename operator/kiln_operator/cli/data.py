@@ -123,7 +123,9 @@ def _coverage_lines(cov: dict[str, Any]) -> list[str]:
         out.append(f"  byte fallback       {cov.get('cjk_byte_fallback_chars', 0):,} CJK characters "
                    f"({100 * (1 - share):.2f}%)")
     if cov.get("byte_fallback_token_share") is not None:
-        out.append(f"  byte tokens         {100 * cov['byte_fallback_token_share']:.2f}% of all tokens")
+        out.append(f"  byte tokens         {100 * cov['byte_fallback_token_share']:.2f}% of all tokens"
+                   + (f" (newlines, one byte piece each, apart: {100 * cov['newline_token_share']:.2f}%)"
+                      if cov.get("newline_token_share") is not None else ""))
     if cov.get("top_byte_fallback_chars"):
         out.append(f"  most frequent characters without a piece: {cov['top_byte_fallback_chars']}")
     return out

@@ -37,6 +37,7 @@ def test_report_shows_every_stage(dataset: Path, capsys: pytest.CaptureFixture[s
     assert f"{cov['cjk_chars']:,} CJK characters, {cov['cjk_distinct']:,} distinct" in out
     assert f"{100 * cov['cjk_single_piece_share']:.2f}% of occurrences" in out
     assert f"{100 * cov['byte_fallback_token_share']:.2f}% of all tokens" in out
+    assert f"newlines, one byte piece each, apart: {100 * cov['newline_token_share']:.2f}%" in out
     dirty = next(ln for ln in out.splitlines() if ln.strip().startswith("dirty "))
     assert f"{c['tokens_by_domain']['dirty']:,}" in dirty and "100.00%" in dirty
 

@@ -49,9 +49,12 @@ def test_tokenizer_coverage_matches_a_count_over_the_shards(dirty: Path) -> None
     assert set(cov["top_byte_fallback_chars"]) <= set(fallback)
     assert len(fallback) < len(chars) / 10  # most characters are pieces of their own
     ds = open_dataset(dirty)
-    byte_tokens = sum(int(sum(sp.is_byte(int(t)) for t in toks)) for s in ("train", "val") for toks in ds.tokens(s))
-    total = sum(ds.num_tokens(s) for s in ("train", "val"))
-    assert cov["byte_fallback_token_share"] == pytest.approx(byte_tokens / total, abs=1e-6)
+    all_tokens = [int(t) for s in ("train", "val") for toks in ds.tokens(s) for t in toks]
+    newline = sp.piece_to_id("<0x0A>")
+    byte_tokens = sum(1 for t in all_tokens if sp.is_byte(t) and t != newline)
+    assert cov["byte_fallback_token_share"] == pytest.approx(byte_tokens / len(all_tokens), abs=1e-6)
+    newlines = sum(1 for t in all_tokens if t == newline)
+    assert newlines > 0 and cov["newline_token_share"] == pytest.approx(newlines / len(all_tokens), abs=1e-6)
 
 
 def test_samples_are_train_documents_decoded(dirty: Path) -> None:

@@ -5,8 +5,11 @@
   which costs context and makes the model assemble characters from bytes — a common cause of a
   Chinese model emitting broken or repeated characters. Recorded in ``report.json`` as
   ``tokenizer_coverage``: CJK characters seen (occurrences and distinct), the share of them that are
-  single pieces (by occurrence and by distinct character), and the share of all tokens that are
-  byte pieces.
+  single pieces (by occurrence and by distinct character), the share of all tokens that are byte
+  pieces other than the newline, and the share that are newlines: SentencePiece trains on lines,
+  so ``\n`` is never a piece and every newline is the byte piece ``<0x0A>`` (one token either way;
+  counted apart so that it does not hide real fallbacks). ``top_byte_fallback_chars`` lists the most
+  frequent CJK characters without a piece.
 - `write_samples`: ``samples.jsonl``, the decoded text of documents taken evenly across the train
   shards — the cleaned text exactly as the trainer will read it (`kiln data sample` prints it).
 """
@@ -37,16 +40,21 @@ class CoverageTally:
 
         self.sp = spm.SentencePieceProcessor(model_file=str(model_path))
         self.is_byte = np.array([self.sp.is_byte(i) for i in range(self.sp.get_piece_size())], dtype=bool)
+        self.newline_id = self.sp.piece_to_id("<0x0A>")
         self.chars: Counter[str] = Counter()
         self.tokens = 0
         self.byte_tokens = 0
+        self.newline_tokens = 0
 
     def add_text(self, text: str) -> None:
         self.chars.update(_IDEOGRAPH.findall(text))
 
     def add_tokens(self, tokens: np.ndarray, copies: int = 1) -> None:
-        self.tokens += len(tokens) * copies
-        self.byte_tokens += int(self.is_byte[np.asarray(tokens, dtype=np.int64)].sum()) * copies
+        ids = np.asarray(tokens, dtype=np.int64)
+        newlines = int((ids == self.newline_id).sum()) if self.is_byte[self.newline_id] else 0
+        self.tokens += len(ids) * copies
+        self.byte_tokens += (int(self.is_byte[ids].sum()) - newlines) * copies
+        self.newline_tokens += newlines * copies
 
     def _single_piece(self, ch: str) -> bool:
         i = self.sp.piece_to_id(ch)
@@ -63,6 +71,7 @@ class CoverageTally:
             "cjk_distinct_single_piece_share": round(len(single) / len(self.chars), 6) if self.chars else None,
             "cjk_byte_fallback_chars": occurrences - covered,
             "byte_fallback_token_share": round(self.byte_tokens / self.tokens, 6) if self.tokens else None,
+            "newline_token_share": round(self.newline_tokens / self.tokens, 6) if self.tokens else None,
             "top_byte_fallback_chars": "".join([ch for ch, _ in self.chars.most_common() if ch not in single][:40]),
         }
 
