@@ -32,6 +32,8 @@ _SIGNALS = {
     "setext": re.compile(r"^[^\n#>|-].*\n(?:={3,}|-{3,})[ \t]*$", re.M),
 }
 
+# a substring each signal needs: most documents have none, and `in` is far cheaper than a search
+_NEEDLES = {"heading": ("#",), "link": ("](",), "strong": ("**",), "table": ("---",), "setext": ("===", "---")}
 _IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)|!\[[^\]\n]*\]\[[^\]\n]*\]")
 _LINK = re.compile(r"\[([^\]\n]+)\]\([^)\n]*\)|\[([^\]\n]+)\]\[[^\]\n]*\]")
 _AUTOLINK = re.compile(r"<((?:https?|ftp|mailto):[^>\s]+)>")
@@ -52,9 +54,10 @@ _ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])")
 
 def looks_like(text: str) -> bool:
     """Two kinds of Markdown syntax, or a fenced code block."""
-    if len(re.findall(r"^[ ]{0,3}(?:```|~~~)", text, re.M)) >= 2:
+    if ("```" in text or "~~~" in text) and len(re.findall(r"^[ ]{0,3}(?:```|~~~)", text, re.M)) >= 2:
         return True
-    return sum(1 for rx in _SIGNALS.values() if rx.search(text)) >= 2
+    return sum(1 for name, rx in _SIGNALS.items()
+               if any(n in text for n in _NEEDLES[name]) and rx.search(text)) >= 2
 
 
 def _inline(line: str) -> str:
