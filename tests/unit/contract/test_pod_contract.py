@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from kiln_api import contract as c
+from kiln_api.compiler import RunIdentity, compile_run
 from kiln_api.trainingrun import parse_spec
 from kiln_operator.builders.common import Run
 from kiln_operator.builders.export_job import build_export_job
@@ -100,7 +101,8 @@ def test_pods_write_only_below_their_emptydir_and_run_the_contract_command() -> 
     from kiln_trainer.cli import build_parser
 
     run = _run("paths", **CPU_2X2)
-    writable = [*c.writable_env().values(), c.CHECKPOINT_DIR, c.CACHE_DIR]
+    compiled = compile_run(run.spec, RunIdentity(run.name, run.namespace))  # what train.yaml asks to write
+    writable = [*c.writable_env().values(), c.CHECKPOINT_DIR, c.CACHE_DIR, compiled.train.checkpoint.local_dir]
     for obj in (build_prepare_job(run), build_export_job(run), build_pytorchjob(run), build_indexed_job(run)):
         pod = obj["spec"]["template"]["spec"] if obj["kind"] == "Job" else \
             obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
@@ -135,3 +137,14 @@ def test_step_jobs_never_retry_a_bad_config() -> None:
 def test_a_pod_exits_with_its_ranks_most_telling_code(codes: list[int], pod_code: int) -> None:
     assert launch.gang_exit_code(codes) == pod_code
     assert c.is_permanent_exit(pod_code) == (pod_code == c.EXIT_BAD_CONFIG)
+
+
+@pytest.mark.parametrize("preset", ["tiny_cpu", "gpt_125m", "gpt_1b", "gpt_7b"])
+def test_every_preset_compiles_its_local_dirs_into_the_pods_emptydir(preset: str) -> None:
+    from kiln_trainer.train.rehearsal import compile_preset
+
+    gpu = preset != "tiny_cpu"
+    compiled = compile_preset(preset, name="p", nodes=2, gpus_per_node=8 if gpu else 0, max_steps=10) if gpu else \
+        compile_run(_run("p").spec, RunIdentity("p", "team-a"))
+    assert compiled.train.checkpoint.local_dir.startswith(c.WORK_DIR + "/")
+    assert compiled.train.monitor.prometheus_port == c.METRICS_PORT

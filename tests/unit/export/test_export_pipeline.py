@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kiln_api.contract import EXIT_BAD_CONFIG
 from kiln_trainer.export.main import main
 from kiln_trainer.serving.generate import GenerationError, SamplingParams, generate
 from kiln_trainer.serving.loader import LoadError, load_version
@@ -50,7 +51,7 @@ def test_export_writes_versions_with_manifest_int8_and_hf(fresh_tree, tmp_path, 
     assert (v1 / "manifest.json").read_bytes() == before
     # Asking for an existing number is refused.
     rc, out = _export(fresh_tree, tmp_path, capsys, version=2)
-    assert rc == 2 and "tiny/2 already exists" in out
+    assert rc == EXIT_BAD_CONFIG and "tiny/2 already exists" in out
 
 
 def _rewrite(root: Path, rel: str, data: bytes) -> None:
@@ -70,7 +71,7 @@ def _rewrite(root: Path, rel: str, data: bytes) -> None:
 def test_bad_checkpoints_are_refused_with_a_clear_error(fresh_tree, tmp_path, capsys, damage, message):
     damage(fresh_tree)
     rc, out = _export(fresh_tree, tmp_path, capsys)
-    assert rc == 2 and message in out
+    assert rc == EXIT_BAD_CONFIG and message in out
     assert not (fresh_tree / "models").exists()  # nothing half-published
 
 
@@ -90,22 +91,22 @@ def test_replaced_manifest_is_refused(fresh_tree, tmp_path, capsys):
     m["step"] = 6
     (fresh_tree / STEP / "manifest.json").write_text(json.dumps(m))
     rc, out = _export(fresh_tree, tmp_path, capsys)
-    assert rc == 2 and "does not match the sha256 in COMMITTED" in out
+    assert rc == EXIT_BAD_CONFIG and "does not match the sha256 in COMMITTED" in out
 
 
 def test_missing_tokenizer_is_named(fresh_tree, tmp_path, capsys):
     _edit_manifest(fresh_tree, lambda m: m["files"].pop("tokenizer.model"))
     (fresh_tree / STEP / "tokenizer.model").unlink()
     rc, out = _export(fresh_tree, tmp_path, capsys)
-    assert rc == 2 and "tokenizer_uri: neither" in out and "tokenizer.model" in out
+    assert rc == EXIT_BAD_CONFIG and "tokenizer_uri: neither" in out and "tokenizer.model" in out
     rc, out = _export(fresh_tree, tmp_path, capsys, tokenizer_uri=f"file://{fresh_tree}/nope/tokenizer.model")
-    assert rc == 2 and "tokenizer_uri" in out
+    assert rc == EXIT_BAD_CONFIG and "tokenizer_uri" in out
 
 
 def test_best_needs_val_loss(fresh_tree, tmp_path, capsys):
     _edit_manifest(fresh_tree, lambda m: m["metrics"].pop("val_loss"))
     rc, out = _export(fresh_tree, tmp_path, capsys, checkpoint="best")
-    assert rc == 2 and "'best' needs val_loss" in out
+    assert rc == EXIT_BAD_CONFIG and "'best' needs val_loss" in out
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_dataset_supplies_tokenizer_hash_and_val_tokens(fresh_tree, tmp_path, ca
     # A dataset without a val split is named, with the way out.
     monkeypatch.setattr(shards, "open_dataset", lambda uri, **kw: _FakeDataset(ds_dir, None))
     rc, out = _export(fresh_tree, tmp_path, capsys, dataset_uri="s3://kiln/t/datasets/abc")
-    assert rc == 2 and "dataset_uri" in out and "eval_text_uri" in out
+    assert rc == EXIT_BAD_CONFIG and "dataset_uri" in out and "eval_text_uri" in out
 
 
 @pytest.mark.timeout(240)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
+from kiln_api import contract
 from kiln_api.export_config import ExportConfig, ExportConfigError
 
 from kiln_trainer.export.consolidate import (
@@ -263,7 +264,8 @@ def _int8_variant(cfg: ExportConfig, sd: dict[str, torch.Tensor], model_config: 
 
 
 def main(config_path: str) -> int:
-    """Entry point of `kiln-trainer export`; 0 on success, 2 on bad input, 1 on storage failure."""
+    """Entry point of `kiln-trainer export`; the pod contract's exit codes: EXIT_BAD_CONFIG on bad input
+    (a retry cannot help), EXIT_FAILED on a storage failure (a retry may)."""
     try:
         cfg = load_config(config_path)
         print("[export] config " + json.dumps(dataclasses.asdict(cfg), sort_keys=True), flush=True)
@@ -271,10 +273,10 @@ def main(config_path: str) -> int:
             summary = run_export(cfg, Path(tmp))
     except (ExportConfigError, ExportError) as e:
         print(f"export failed: {e}", file=sys.stderr)
-        return 2
+        return contract.EXIT_BAD_CONFIG
     except StoreError as e:
         print(f"export failed (storage): {e}", file=sys.stderr)
-        return 1
+        return contract.EXIT_FAILED
     print(json.dumps({"exported": summary}), flush=True)
     return 0
 
