@@ -76,3 +76,10 @@ def test_date_window() -> None:
     assert check_date("", spec) is None  # undated documents are kept
     assert check_date("June 2020", spec) == "bad_date"
     assert check_date("2019-01-01", FilterSpec()) is None  # no window configured
+
+
+def test_html_inline_tags_leave_nothing_block_tags_a_break() -> None:
+    raw = "<div><p>模型在<b>中文</b>文本上<a href='/x'>训练</a>。</p><p>第二段<br>新的一行</p></div>"
+    assert clean_text(raw, CleanSpec()) == "模型在中文文本上训练。\n\n第二段\n\n新的一行"
+    assert clean_text("<ul><li>第一项</li><li>第二项</li></ul>", CleanSpec()) == "第一项\n\n第二项"
+    assert clean_text("<table><tr><td>tiny</td><td>1M</td></tr></table>", CleanSpec()) == "tiny 1M"
