@@ -50,6 +50,14 @@ def test_counted_and_switchable() -> None:
     assert ".TP" in clean_text(MAN_PAGE_ZH, CleanSpec(strip_roff=False))
 
 
+def test_continuation_escape_joins_without_a_space() -> None:
+    page = ".TH T 1\n.SH 描述\nSee\n.BR kiln (1)\\c\n, or run\n.B kiln\\c\n\\-trainer\nitself.\n"
+    out = clean_text(page, CleanSpec())
+    assert out == "描述\n\nSee kiln(1), or run kiln-trainer itself."
+    heading, *body = groff_body(groff_man(page, "-P-cbou")).split()
+    assert heading == "描述" and out.split("\n")[-1] == " ".join(body)  # what groff prints
+
+
 def test_prose_with_a_leading_dot_is_not_roff() -> None:
     text = "配置文件放在 .kiln 目录下。\n.B 开头的一行并不多见。"
     assert clean_text(text, CleanSpec()) == text

@@ -13,7 +13,8 @@ paragraph (with a space, or with nothing where both sides are CJK), and these be
 - escapes: fonts ``\\fB \\fI \\fR \\fP \\f(XX \\f[X]``, sizes ``\\s+1``, ``\\&``, ``\\|``, ``\\c``,
   strings/registers ``\\*(xx \\n(xx`` go; ``\\-`` is ``-``, ``\\e`` and ``\\\\`` are ``\\``, specials
   ``\\(em \\[em]`` become their character (unknown names go), ``\\"`` starts a comment.
-Lines inside ``.nf`` … ``.fi`` (or ``.EX`` … ``.EE``) keep their breaks, as groff keeps them.
+A line ending in ``\\c`` continues into the next without a space. Lines inside ``.nf`` … ``.fi``
+(or ``.EX`` … ``.EE``) keep their breaks, as groff keeps them.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ _ESCAPE = re.compile(
     r"|\$[\d*@]"  # macro arguments
     r"|[^\n]"  # single-character escapes
     r"|$)", re.M)
+_GLUE = "\x01"  # marks a piece that ended in `\c`: the next one continues it without a space
 _SINGLE = {"-": "-", "e": "\\", "\\": "\\", " ": " ", "~": " ", "0": " ", ".": ".", "`": "`", "'": "´", "t": "\t"}
 
 
@@ -134,7 +136,7 @@ def strip(text: str) -> str:
                 paragraphs[-1].append(piece)
                 paragraphs[-1].append("\n")
             elif piece.strip():
-                paragraphs[-1].append(piece.strip())
+                paragraphs[-1].append(piece.strip() + (_GLUE if line.rstrip().endswith("\\c") else ""))
             elif line == "":
                 new_paragraph()  # a blank line is a paragraph break in groff too
             continue
@@ -152,7 +154,7 @@ def strip(text: str) -> str:
             new_paragraph()
         words = _request_text(name, rest)
         if words:
-            paragraphs[-1].append(words)
+            paragraphs[-1].append(words + (_GLUE if rest.rstrip().endswith("\\c") else ""))
             if name in {"SH", "SS", "Sh", "Ss"}:
                 new_paragraph()
     return "\n\n".join(_flow(p) for p in paragraphs if p).strip("\n")
@@ -164,8 +166,8 @@ def _flow(pieces: list[str]) -> str:
     for p in pieces:
         if p == "\n":
             out = out.rstrip(" ") + "\n"
-        elif out.endswith("\n") or not out:
-            out += p
+        elif out.endswith(("\n", _GLUE)) or not out:
+            out = out.removesuffix(_GLUE) + p
         else:
             out = join_fragments(out, p)
-    return out.strip()
+    return out.replace(_GLUE, "").strip()
