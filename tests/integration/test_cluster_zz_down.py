@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -68,6 +69,10 @@ def test_down_leaves_no_process_behind(cluster: Cluster) -> None:
     devcluster("down")
     if real:
         assert _real_node_leftovers(cluster) == {"mounts": [], "iptables chains": [], "cgroups": [], "shims": []}
+        # Imported images stay in the machine-wide cache for the next `up` (no registry to pull from).
+        cache = Path(os.environ.get("KILN_CACHE", Path.home() / ".cache" / "kiln")) / "containerd"
+        blobs = list(cache.glob("kiln-node-0/io.containerd.content.v1.content/blobs/sha256/*"))
+        assert blobs, f"no image content left under {cache}"
     assert _marked_pids(cluster) == []
     still = [name for name, port in PORTS.items() if _listening(port)]
     assert still == [], f"still listening after down: {still}"
