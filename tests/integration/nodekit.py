@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tomllib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,20 @@ def wait_ready(core: client.CoreV1Api, ns: str, name: str, timeout: float = 120)
         return bool(statuses) and all(s.ready for s in statuses)
 
     wait_for(ready, timeout, f"pod {ns}/{name} ready")
+
+
+def container_runs(p: dict[str, Any], state_dir: Path) -> Callable[[], bool]:
+    """A check whether the pod's (first) container still runs: on the process node its id is the
+    pid; on a real node the task is looked up in that node's containerd."""
+    cid = p["status"]["containerStatuses"][0]["containerID"]
+    kind, ident = cid.split("://", 1)
+    if kind != "containerd":
+        return lambda: Path(f"/proc/{ident}").exists()
+    sock = state_dir / "nodes" / p["spec"]["nodeName"] / "containerd.sock"
+
+    def runs() -> bool:
+        out = subprocess.run(["ctr", f"--address={sock}", "-n", "k8s.io", "tasks", "ls"],
+                             capture_output=True, text=True, check=True).stdout
+        return any(line.split()[:1] == [ident] and "RUNNING" in line for line in out.splitlines())
+
+    return runs
