@@ -242,5 +242,10 @@ def status(paths: StatePaths) -> bool:
         else:
             state, ok = f"running but unhealthy (pid {proc.pid})", False
         print(f"{c.name:<24} {state}")
+    if node_mode() == "real":
+        for node in node_specs(paths):
+            pods_mib = nodecleanup.pods_rss_mib(node)
+            total_mib += pods_mib
+            print(f"{node.name + ' pods':<24} {pods_mib:.0f} MiB RSS (containers in its cgroup)")
     print(f"{'total RSS':<24} {total_mib:.0f} MiB")
     return ok

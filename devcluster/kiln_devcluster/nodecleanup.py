@@ -84,6 +84,16 @@ def ensure_cgroups(node: NodeSpec, root: Path = CGROUP_V1) -> None:
                 (h / rel / knob).write_text((h / knob).read_text())
 
 
+def pods_rss_mib(node: NodeSpec, root: Path = CGROUP_V1) -> float:
+    """Resident memory of every container below the node's cgroup parent (memory.stat total_rss)."""
+    stat = root / "memory" / node.cgroup_parent.lstrip("/") / "memory.stat"
+    try:
+        fields = dict(line.split() for line in stat.read_text().splitlines())
+    except OSError:
+        return 0.0
+    return int(fields.get("total_rss", 0)) / (1 << 20)
+
+
 def kill_cgroup_processes(node: NodeSpec, root: Path = CGROUP_V1) -> int:
     """SIGKILL every process below the node's cgroup parent; returns how many there were."""
     pids: set[int] = set()

@@ -94,3 +94,12 @@ def test_cgroup_parents_are_made_with_the_parents_cpuset_and_removed_bottom_up(t
     assert len(nodecleanup.cgroup_dirs(node, root)) == 2
     nodecleanup.remove_cgroups(node, root)
     assert nodecleanup.cgroup_dirs(node, root) == []
+
+
+def test_pod_memory_is_read_from_the_nodes_memory_cgroup(tmp_path: Path) -> None:
+    node = NodeSpec(index=0, state=tmp_path / "s", cache=tmp_path / "c")
+    assert nodecleanup.pods_rss_mib(node, tmp_path) == 0.0  # no cgroup yet: nothing runs
+    stat = tmp_path / "memory" / "kiln-node-0" / "memory.stat"
+    stat.parent.mkdir(parents=True)
+    stat.write_text("rss 0\ntotal_cache 999\ntotal_rss 10485760\n")
+    assert nodecleanup.pods_rss_mib(node, tmp_path) == 10.0
