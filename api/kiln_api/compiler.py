@@ -38,7 +38,7 @@ PRESET_FIELDS: tuple[tuple[str, str], ...] = (
     ("training.global_batch_size", "batch.global_batch_size"),
     ("training.zero.stage", "zero.stage"),
     ("training.zero.offload_optimizer", "zero.offload_optimizer"),
-    ("training.zero.offload_params", "zero.offload_param"),
+    ("training.zero.offload_params", "zero.offload_params"),
     ("training.activation_checkpointing", "model.activation_checkpointing"),
     ("training.optimizer.lr", "optim.lr"),
     ("training.optimizer.weight_decay", "optim.weight_decay"),

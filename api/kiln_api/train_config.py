@@ -262,7 +262,7 @@ class ZeroConfig:
     """0 (plain data parallel) to 3 (parameters partitioned too)."""
     offload_optimizer: bool = False
     """Keep optimizer states (and the step) on the CPU; needs stage >= 1."""
-    offload_param: bool = False
+    offload_params: bool = False
     """Keep parameters on the CPU; needs stage 3."""
     overlap_comm: bool = True
     """Overlap gradient reduction with backward."""
@@ -270,7 +270,7 @@ class ZeroConfig:
     """Elements per gradient reduction bucket."""
 
     RULES: ClassVar[tuple[Rule, ...]] = (
-        Rule(implies(F.offload_param, F.stage == 3), "offload_param", "parameter offload needs {stage} = 3"),
+        Rule(implies(F.offload_params, F.stage == 3), "offload_params", "parameter offload needs {stage} = 3"),
         Rule(implies(F.offload_optimizer, F.stage >= 1), "offload_optimizer", "optimizer offload needs {stage} >= 1"),
     )
 

@@ -191,7 +191,7 @@ class ZeroSpec:
     offload_params: bool | None = None
     """Keep parameters in host memory (ZeRO-Infinity); stage 3 only. Default: the preset's."""
 
-    RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({"offload_param": F.offload_params}) for r in tc.ZeroConfig.RULES)
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({}) for r in tc.ZeroConfig.RULES)
 
 
 @dataclass

@@ -60,6 +60,13 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "spec.storage.secretRef.namespace"),
     ("two budgets", _edit("training.maxTokens", 5000), "spec.training.maxSteps"),
     ("batch not divisible", _edit("training.globalBatchSize", 6), "spec.training.globalBatchSize"),
+    # rules declared on the trainer's types and projected onto the spec (kiln_api.rules)
+    ("zero learning rate", _edit("training.optimizer.lr", 0.0), "spec.training.optimizer.lr"),
+    ("warmup as long as the run", _edit("training.optimizer.warmupSteps", 400), "spec.training.optimizer.warmupSteps"),
+    ("kv heads not dividing heads", _edit("model", {"preset": "custom", "custom": {
+        "layers": 2, "hidden": 64, "heads": 4, "kvHeads": 3}}), "spec.model.custom.kvHeads"),
+    ("bf16 without ZeRO", _edit("training", {**tiny()["spec"]["training"], "precision": "bf16", "zero": {"stage": 0}}),
+     "spec.training.precision"),
 ]
 
 
@@ -81,11 +88,23 @@ def test_valid_run_gets_defaults_and_model_is_immutable(cluster: Any, ns: str) -
     api = client.CustomObjectsApi(cluster.api)
     created = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, tiny())
     spec = created["spec"]
-    assert spec["launcher"] == "Auto" and spec["training"]["zero"]["offloadParams"] is False
+    assert spec["launcher"] == "Auto"
+    assert "offloadParams" not in spec["training"]["zero"], "left to the preset: no CRD default masks it"
     assert spec["training"]["maxRestarts"] == 3  # defaults filled by the API server from the schema
     with pytest.raises(ApiException) as err:
         api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "tiny", {"spec": {"model": {"preset": "gpt_1b"}}})
     assert err.value.status == 422 and "model is immutable" in err.value.body
+    with pytest.raises(ApiException) as err:
+        api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "tiny", {"spec": {"training": {"nodes": 3}}})
+    assert err.value.status == 422 and "nodes is immutable" in err.value.body
+    with pytest.raises(ApiException) as err:  # an optional immutable field may not be added later either
+        api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "tiny",
+                                           {"spec": {"training": {"processesPerNode": 2}}})
+    assert err.value.status == 422 and "processesPerNode is immutable" in err.value.body
+    # Applied fields change: the operator recompiles the configs and restarts the gang.
+    patched = api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "tiny",
+                                                 {"spec": {"training": {"optimizer": {"lr": 0.001}}}})
+    assert patched["spec"]["training"]["optimizer"]["lr"] == 0.001
     # What may change mid-run does change: suspend.
     patched = api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "tiny", {"spec": {"suspend": True}})
     assert patched["spec"]["suspend"] is True

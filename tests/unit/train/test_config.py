@@ -23,7 +23,7 @@ def _cfg(**over: dict) -> TrainConfig:
 @pytest.mark.parametrize(
     ("override", "field"),
     [
-        ({"zero": {"stage": 2, "offload_param": True}}, "zero.offload_param"),
+        ({"zero": {"stage": 2, "offload_params": True}}, "zero.offload_params"),
         ({"precision": {"bf16": True, "fp16": True}}, "precision.fp16"),
         ({"precision": {"bf16": True}, "zero": {"stage": 0}}, "precision.bf16"),
         ({"batch": {"global_batch_size": 10, "micro_batch_size": 4}}, "batch.global_batch_size"),
@@ -75,9 +75,9 @@ def test_bad_config_rejected_before_any_compute(text_dataset: Path, tmp_path: Pa
 def test_config_file_with_preset_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("preset: gpt_125m\nrun: big\nstorage_uri: s3://kiln/a\ndata: {path: s3://kiln/a/datasets/x}\n"
-                    "zero: {stage: 3, offload_param: true}\n")
+                    "zero: {stage: 3, offload_params: true}\n")
     cfg = train_main.load_config(str(path))
-    assert (cfg.model.d_model, cfg.zero.stage, cfg.zero.offload_param, cfg.precision.bf16) == (768, 3, True, True)
+    assert (cfg.model.d_model, cfg.zero.stage, cfg.zero.offload_params, cfg.precision.bf16) == (768, 3, True, True)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -103,7 +103,7 @@ def test_batch_arithmetic_rejects() -> None:
 
 
 def test_deepspeed_config_sections() -> None:
-    ds = deepspeed_config(_cfg(precision={"bf16": True}, zero={"stage": 3, "offload_param": True,
+    ds = deepspeed_config(_cfg(precision={"bf16": True}, zero={"stage": 3, "offload_params": True,
                                                                 "offload_optimizer": True}), 2)
     assert ds["train_batch_size"] == 8 and ds["gradient_accumulation_steps"] == 1
     assert ds["bf16"] == {"enabled": True} and ds["data_types"] == {"grad_accum_dtype": "fp32"}

@@ -226,7 +226,7 @@ def test_prometheus_endpoint_serves_training_metrics(text_dataset: Path, tmp_pat
 
 
 @pytest.mark.parametrize("zero", [{"stage": 2, "offload_optimizer": True},
-                                  {"stage": 3, "offload_optimizer": True, "offload_param": True}])
+                                  {"stage": 3, "offload_optimizer": True, "offload_params": True}])
 def test_offload_runs_match_the_plain_run(text_dataset: Path, tmp_path: Path, zero: dict) -> None:
     plain = _losses(run_training(_short(tmp_path / "a", text_dataset, steps=3, every=3)))
     off = _losses(run_training(_short(tmp_path / "b", text_dataset, steps=3, every=3, zero=zero)))

@@ -31,7 +31,7 @@ def _zero_section(cfg: TrainConfig) -> dict[str, Any]:
         out["stage3_gather_16bit_weights_on_model_save"] = True
     if z.offload_optimizer:
         out["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if z.offload_param:
+    if z.offload_params:
         out["offload_param"] = {"device": "cpu", "pin_memory": True}
     return out
 
