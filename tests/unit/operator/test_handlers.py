@@ -140,3 +140,15 @@ def test_edit_breaking_a_preset_rule_is_rejected_and_the_run_goes_on(
     assert "deletionTimestamp" not in kube.objs[("PyTorchJob", "tiny-train")]["metadata"]
     rejected = [m for r, m in posted if r == "SpecRejected"]
     assert rejected and rejected[0].startswith("spec.training.optimizer.warmupSteps: ")
+
+
+def test_preset_rule_fails_a_new_run_at_pending_with_the_field(fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:
+    kube, posted = fake
+    spec = copy.deepcopy(load_example("tiny.yaml")["spec"])
+    for key in ("microBatchSize", "globalBatchSize"):
+        del spec["training"][key]  # tiny_cpu's own batch: 8 sequences in micro-batches of 4
+    spec["training"]["processesPerNode"] = 4  # 2 pods × 4 ranks: 8 is no multiple of 4 × 8
+    patch = _call(spec, {})
+    assert patch.status["phase"] == "Failed"
+    assert patch.status["message"].startswith("spec.training.globalBatchSize: globalBatchSize=8 is not a multiple")
+    assert ("ConfigMap", "tiny-config") not in kube.objs and ("InvalidSpec" in [r for r, _ in posted])
