@@ -54,9 +54,7 @@ def cluster() -> Iterator[Cluster]:
     c.api.close()
 
 
-@pytest.fixture
-def s3_bucket(cluster: Cluster) -> Iterator[str]:
-    """A fresh, uniquely named bucket; emptied and removed after the test."""
+def _fresh_bucket(cluster: Cluster) -> Iterator[str]:
     s3 = cluster.s3_client()
     name = f"kiln-test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
@@ -65,3 +63,15 @@ def s3_bucket(cluster: Cluster) -> Iterator[str]:
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=name, Key=obj["Key"])
     s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def s3_bucket(cluster: Cluster) -> Iterator[str]:
+    """A fresh, uniquely named bucket; emptied and removed after the test."""
+    yield from _fresh_bucket(cluster)
+
+
+@pytest.fixture(scope="module")
+def s3_module_bucket(cluster: Cluster) -> Iterator[str]:
+    """A fresh bucket shared by the tests of one module (e.g. one prepared dataset for all)."""
+    yield from _fresh_bucket(cluster)

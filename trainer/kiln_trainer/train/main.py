@@ -78,13 +78,13 @@ def run_training(cfg: TrainConfig, hooks: Hooks | None = None,
 
 def main(config_path: str) -> int:
     """The pod's entry point; returns an exit code of the pod contract (kiln_api.contract)."""
-    # Rank-0 logging: other ranks only report warnings and errors.
-    level = logging.INFO if os.environ.get(contract.ENV_RANK, "0") == "0" else logging.WARNING
+    gang = launch.pod_gang()
+    # Rank-0 logging: other ranks only report warnings and errors; a pod starting torchrun logs its launch.
+    level = logging.INFO if gang is not None or os.environ.get(contract.ENV_RANK, "0") == "0" else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(config_path)
     # Checked before torchrun starts: a rank's ConfigError would reach the pod only as torchrun's 1.
     cfg.check_world(launch.world_size())
-    gang = launch.pod_gang()
     if gang is not None:
         return launch.run_torchrun(gang, config_path)
     status = status_progress_from_env()
