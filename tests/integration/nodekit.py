@@ -25,6 +25,8 @@ def _project_version() -> str:
 
 TRAINER_IMAGE = f"ghcr.io/kiln-dev/kiln-trainer:{_project_version()}"
 """Python + the project on real nodes (``make cluster-images`` imports it into every node)."""
+SERVING_IMAGE = f"ghcr.io/kiln-dev/kiln-serving:{_project_version()}"
+"""tritonserver + the project's serving code (the process node maps it to the venv's tritonserver)."""
 PY_IMAGE = TRAINER_IMAGE if os.environ.get("KILN_NODE") == "real" else "python:3.11-slim"
 """The process node maps python:3.11-slim to the project venv (devcluster/images.yaml)."""
 BUSYBOX = "kiln.local/busybox:1.35"

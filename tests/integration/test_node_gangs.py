@@ -1,10 +1,10 @@
-"""Two-pod gloo all_reduce gangs on the process node: a PyTorchJob (Master + 1 Worker) and an Indexed Job."""
+"""Two-pod gloo all_reduce gangs on the node(s): a PyTorchJob (Master + 1 Worker) and an Indexed Job."""
 
 from __future__ import annotations
 
 import pytest
 from kubernetes import client
-from nodekit import namespace, pod_log
+from nodekit import TRAINER_IMAGE, namespace, pod_log
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(420)
@@ -24,7 +24,7 @@ dist.destroy_process_group()
 def replica(replicas: int) -> dict:
     return {"replicas": replicas, "restartPolicy": "OnFailure", "template": {"spec": {
         "terminationGracePeriodSeconds": 2,
-        "containers": [{"name": "pytorch", "image": "ghcr.io/kiln/kiln-trainer:dev",
+        "containers": [{"name": "pytorch", "image": TRAINER_IMAGE,
                         "command": ["python", "-c", SCRIPT]}]}}}
 
 
@@ -67,7 +67,7 @@ def test_indexed_job_gang_finds_rank_zero_by_hostname(cluster):
         batch.create_namespaced_job(ns, {"metadata": {"name": "gang"}, "spec": {
             "completionMode": "Indexed", "completions": 2, "parallelism": 2, "backoffLimit": 0,
             "template": {"spec": {"subdomain": "gang", "restartPolicy": "Never", "containers": [{
-                "name": "pytorch", "image": "ghcr.io/kiln/kiln-trainer:dev", "command": ["python", "-c", SCRIPT],
+                "name": "pytorch", "image": TRAINER_IMAGE, "command": ["python", "-c", SCRIPT],
                 "env": [{"name": "MASTER_ADDR", "value": "gang-0.gang"}, {"name": "MASTER_PORT", "value": "23456"},
                         {"name": "WORLD_SIZE", "value": "2"},
                         {"name": "RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}}]}]}}}})

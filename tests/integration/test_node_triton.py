@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kubernetes import client
-from nodekit import namespace, pod_log, read_pod
+from nodekit import SERVING_IMAGE, namespace, pod_log, read_pod
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(420)
@@ -32,7 +32,7 @@ def upload_model(s3, bucket: str) -> None:
 def triton_pod(repo: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "triton", "labels": {"app": "triton"}},
             "spec": {"terminationGracePeriodSeconds": 5, "restartPolicy": "Never", "containers": [{
-                "name": "triton", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+                "name": "triton", "image": SERVING_IMAGE,
                 "command": ["tritonserver", f"--model-repository={repo}", "--model-control-mode=none"],
                 "envFrom": [{"secretRef": {"name": "s3"}}],
                 "ports": [{"name": "http", "containerPort": 8000}, {"name": "grpc", "containerPort": 8001}],
