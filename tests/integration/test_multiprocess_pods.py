@@ -30,7 +30,7 @@ from operatorkit import create_run, events, get_run, operator, run_namespace, ti
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(1500)
-STEPS = 10
+STEPS = 30  # the tiny preset logs every 10 steps: a curve of 3 points
 POD = {"cpu": "1", "memory": "3Gi"}  # two pods fit a 2-core node; the ranks of a pod share its core
 
 
@@ -69,10 +69,10 @@ def _create(cluster: Any, ns: str, objs: list[dict[str, Any]]) -> None:
             utils.create_from_dict(cluster.api, obj, namespace=ns)
 
 
-def _logs(cluster: Any, ns: str, run: str) -> str:
+def _logs(cluster: Any, ns: str, run: str, tail: int | None = None) -> str:
     core = client.CoreV1Api(cluster.api)
     pods = core.list_namespaced_pod(ns, label_selector=f"kiln.dev/run={run}").items
-    return "\n".join(f"--- {p.metadata.name}\n{pod_log(core, ns, p.metadata.name)[-3000:]}" for p in pods)
+    return "\n".join(f"--- {p.metadata.name}\n{pod_log(core, ns, p.metadata.name)[-(tail or 0):]}" for p in pods)
 
 
 def _finished(cluster: Any, ns: str, obj: dict[str, Any]) -> str | None:
@@ -89,7 +89,7 @@ def _finished(cluster: Any, ns: str, obj: dict[str, Any]) -> str | None:
 
 def _wait_done(cluster: Any, ns: str, obj: dict[str, Any], timeout: float) -> None:
     state = wait_for(lambda: _finished(cluster, ns, obj), timeout, f"{obj['kind']} {obj['metadata']['name']}")
-    assert state != "Failed", _logs(cluster, ns, obj["metadata"]["labels"]["kiln.dev/run"])
+    assert state != "Failed", _logs(cluster, ns, obj["metadata"]["labels"]["kiln.dev/run"], tail=3000)
 
 
 def _s3_text(cluster: Any, bucket: str, uri: str) -> str:
@@ -101,9 +101,9 @@ def _layout(body: dict[str, Any], ns: str) -> RunLayout:
     return RunLayout.of(body["spec"]["storage"]["uri"], ns, body["metadata"]["name"])
 
 
-def _losses(cluster: Any, bucket: str, body: dict[str, Any], ns: str) -> list[float]:
+def _losses(cluster: Any, bucket: str, body: dict[str, Any], ns: str) -> dict[int, float]:
     text = _s3_text(cluster, bucket, f"{_layout(body, ns).root}/runs/{body['metadata']['name']}/metrics/metrics.jsonl")
-    return [r["loss"] for r in map(json.loads, text.splitlines()) if "loss" in r]
+    return {r["step"]: r["loss"] for r in map(json.loads, text.splitlines()) if "loss" in r}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def _has_pytorchjob(cluster: Any) -> bool:
         raise
 
 
-def _train(cluster: Any, bucket: str, ns: str, name: str, launcher: str, **training: Any) -> list[float]:
+def _train(cluster: Any, bucket: str, ns: str, name: str, launcher: str, **training: Any) -> dict[int, float]:
     """One gang from the builders, run to the end; its per-step losses."""
     body = _body(cluster, bucket, name, maxSteps=STEPS, checkpoint={"intervalSteps": STEPS, "keep": 2}, **training)
     run = _run(body, ns)
@@ -137,28 +137,28 @@ def _train(cluster: Any, bucket: str, ns: str, name: str, launcher: str, **train
     logs = _logs(cluster, ns, name)
     nodes, nproc = training["nodes"], training["processesPerNode"]
     for node_rank in range(nodes):
-        assert f"torchrun --nnodes={nodes} --nproc-per-node={nproc} --node-rank={node_rank}" in logs, logs
+        assert f"torchrun --nnodes={nodes} --nproc-per-node={nproc} --node-rank={node_rank}" in logs, logs[:3000]
     manifest = json.loads(_s3_text(cluster, bucket, f"{_layout(body, ns).checkpoint(STEPS)}/manifest.json"))
     assert manifest["world_size"] == nodes * nproc
     losses = _losses(cluster, bucket, body, ns)
-    assert len(losses) == STEPS
+    assert sorted(losses) == [10, 20, 30], losses
     return losses
 
 
 @pytest.fixture(scope="module")
-def reference(cluster: Any, bucket: str, ns: str, dataset: str) -> list[float]:
+def reference(cluster: Any, bucket: str, ns: str, dataset: str) -> dict[int, float]:
     """4 ranks in one pod: the curve the 2 × 2 gangs must reproduce (same sequences per step)."""
     return _train(cluster, bucket, ns, "ref", "IndexedJob", nodes=1, processesPerNode=4, zero={"stage": 2})
 
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_two_pods_of_two_ranks_match_four_ranks_in_one_pod(cluster: Any, bucket: str, ns: str,
-                                                           reference: list[float], stage: int) -> None:
+                                                           reference: dict[int, float], stage: int) -> None:
     # Both launchers: the PyTorchJob where Kubeflow is installed (ZeRO-2), the Indexed Job (ZeRO-3).
     launcher = "PyTorchJob" if stage == 2 and _has_pytorchjob(cluster) else "IndexedJob"
     losses = _train(cluster, bucket, ns, f"z{stage}", launcher, nodes=2, processesPerNode=2, zero={"stage": stage})
     assert losses == pytest.approx(reference, abs=2e-3 if stage == 2 else 5e-3), (losses, reference)
-    assert losses[-1] < losses[0] - 0.5  # and it learns
+    assert losses[STEPS] < losses[10] - 0.3  # and it learns
 
 
 def _committed(cluster: Any, bucket: str, layout: RunLayout) -> list[int]:
