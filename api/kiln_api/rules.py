@@ -60,6 +60,16 @@ def _optional_prefixes(cls: type, path: Path) -> tuple[Path, ...]:
     return tuple(out)
 
 
+@functools.cache  # per (rule, type): the operator checks every spec on every reconcile
+def _guards(rule: Rule, cls: type) -> tuple[Path, ...]:
+    seen: dict[Path, None] = {}
+    for f, only_has in field_refs(rule.check):
+        if not only_has:
+            for prefix in _optional_prefixes(cls, f.path):
+                seen.setdefault(prefix)
+    return tuple(seen)
+
+
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_.]+)\}")
 
 
@@ -97,14 +107,9 @@ class Rule:
     def declaration(self) -> Rule:
         return self.origin or self
 
-    def guards(self, cls: type) -> list[Path]:
+    def guards(self, cls: type) -> tuple[Path, ...]:
         """Optional fields the rule reads outside ``has()``: unset, the rule is skipped."""
-        seen: dict[Path, None] = {}
-        for f, only_has in field_refs(self.check):
-            if not only_has:
-                for prefix in _optional_prefixes(cls, f.path):
-                    seen.setdefault(prefix)
-        return list(seen)
+        return _guards(self, cls)
 
     def holds(self, obj: Any) -> bool:
         if any(lookup(obj, p) is None for p in self.guards(type(obj))):

@@ -13,10 +13,11 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from kiln_api.rules import F, Rule, all_of, check_rules, has, implies, lit, not_
 from kiln_api.specfields import SpecError
+from kiln_api.specfields import hints as type_hints
 
 ConfigError = SpecError
 """The old name of kiln_api's one error type (kept so trainer code reads on; prefer SpecError)."""
@@ -520,7 +521,7 @@ def _build(cls: type[T], raw: Any, path: str) -> T:
     where = path or "config"
     if not isinstance(raw, dict):
         raise _fail(where, f"must be a mapping, got {type(raw).__name__}")
-    hints = get_type_hints(cls)
+    hints = type_hints(cls)  # type: ignore[arg-type]  # a TypeVar bound to nothing is still a class here
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - names)
     if unknown:
