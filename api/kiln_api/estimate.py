@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from kiln_api.compiler import resolve_spec
 from kiln_api.presets import ACCELERATORS, GiB
+from kiln_api.rules import check_tree
 from kiln_api.train_config import ModelConfig
 from kiln_api.train_presets import PRESETS as TRAIN_PRESETS
 from kiln_api.trainingrun import ModelSpec, TrainingRunSpec, TrainingSpec, ZeroSpec
@@ -240,8 +241,12 @@ def suggest(m: Shape, t: TrainingSpec, available: int) -> str:
 
 
 def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU) -> Estimate:
-    """Preflight for one spec, with the preset's values where the spec leaves them unset."""
+    """Preflight for one spec, with the preset's values where the spec leaves them unset.
+
+    Raises SpecError when the resolved spec breaks a rule (e.g. the preset's batch on this world size).
+    """
     spec = resolve_spec(spec)
+    check_tree(spec, "spec")
     t = spec.training
     m = model_shape(spec.model, _set(spec.data.tokenizer.vocab_size, "data.tokenizer.vocabSize"))
     psi = param_count(m.model)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kiln_api.contract import EXIT_QUANTIZATION_REJECTED
 from kiln_api.estimate import estimate, explain
 from kiln_api.presets import ACCELERATORS
 from kiln_api.s3layout import RunLayout
@@ -63,7 +64,11 @@ def _ensure(ctx: Ctx, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_pending(ctx: Ctx) -> Transition | None:
-    """Preflight, then the per-run RBAC and ConfigMap; a run that cannot fit fails here."""
+    """Compile, preflight, then the per-run RBAC and ConfigMap; a run that cannot compile or fit fails here."""
+    try:
+        config_map = build_config_map(ctx.run)
+    except SpecError as e:  # a rule over the preset's values, or a step config refusing the spec
+        return Transition("Failed", "InvalidSpec", str(e))
     est = estimate(ctx.run.spec)
     ctx.status_patch["estimate"] = {
         "params": est.params, "memoryPerDeviceBytes": est.memory.total, "deviceMemoryBytes": est.device_memory,
@@ -71,10 +76,6 @@ def step_pending(ctx: Ctx) -> Transition | None:
     }
     if not est.fits:
         return Transition("Failed", "PreflightFailed", explain(est))
-    try:
-        config_map = build_config_map(ctx.run)
-    except ValueError as e:  # the step configs (trainer/data/export types) refused the spec
-        return Transition("Failed", "InvalidSpec", str(e))
     for obj in [*build_rbac(ctx.run), config_map]:
         _ensure(ctx, obj)
     layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
@@ -247,6 +248,12 @@ def step_exporting(ctx: Ctx) -> Transition | None:
         nxt = after_export(ctx.run.spec)
         return Transition(nxt, "Exported", "model exported" + ("" if nxt == "RollingOut" else "; no serving"))
     if state == "Failed":
+        # An INT8 variant over its perplexity bound published nothing: say so, with the export's numbers.
+        pods = ctx.kube.list("v1", "Pod", ctx.run.namespace, f"job-name={job['metadata']['name']}")
+        rejected = children.exit_message(pods, EXIT_QUANTIZATION_REJECTED)
+        if rejected is not None:
+            return Transition("Failed", "QuantizationRejected",
+                              rejected.removeprefix("QuantizationRejected: ") or "the INT8 perplexity gate failed")
         return Transition("Failed", "ExportFailed", message or "export Job failed")
     return None
 

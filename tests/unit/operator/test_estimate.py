@@ -16,6 +16,7 @@ from kiln_api.estimate import (
     param_count,
     parse_quantity,
 )
+from kiln_api.specfields import SpecError
 from kiln_api.train_config import ModelConfig
 from kiln_api.trainingrun import ModelSpec, TrainingRunSpec, ZeroSpec, parse_spec
 from kiln_op_testlib import gpu_spec_dict, load_example
@@ -130,3 +131,15 @@ def test_param_formula_matches_the_trainer_model(preset: str, arch: str) -> None
     shape = model_shape(ModelSpec(preset=preset), vocab_size=1000)
     cfg = replace(shape.model, arch=arch, n_kv_heads=None) if arch == "classic" else shape.model
     assert param_count(cfg) == count_params(cfg)
+
+
+def test_estimate_uses_the_preset_and_checks_its_rules() -> None:
+    raw = copy.deepcopy(gpu_spec_dict())
+    raw["model"] = {"preset": "gpt_7b"}
+    for key in ("microBatchSize", "globalBatchSize", "zero", "precision"):
+        raw["training"].pop(key, None)
+    e = estimate(parse_spec(raw))  # gpt_7b's ZeRO-3, checkpointing, micro-batch 1: fits 32 H100s
+    assert e.fits and e.memory.params == 2 * e.params // 32
+    raw["training"]["nodes"] = 3  # 512 sequences over 24 ranks: only the resolved spec shows it
+    with pytest.raises(SpecError, match=r"^spec.training.globalBatchSize: globalBatchSize=512"):
+        estimate(parse_spec(raw))
