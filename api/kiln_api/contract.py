@@ -106,9 +106,14 @@ EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 78
 """The config or the world it meets is wrong (sysexits' EX_CONFIG). A restart cannot fix it, so
 nothing retries it: step Jobs fail at once (podFailurePolicy FailJob), training gangs are not restarted."""
+EXIT_QUANTIZATION_REJECTED = 79
+"""Export only: the INT8 variant's perplexity is over the run's bound, so nothing was published. The
+same checkpoint would be rejected again: never retried; the run fails with QuantizationRejected."""
 EXIT_PREEMPTED = 143
 """128 + SIGTERM: stopped from outside after an emergency checkpoint; the gang resumes from it."""
-PERMANENT_EXIT_CODES = (EXIT_BAD_CONFIG,)
+PERMANENT_EXIT_CODES = (EXIT_BAD_CONFIG, EXIT_QUANTIZATION_REJECTED)
+TERMINATION_LOG = "/dev/termination-log"
+"""The container's terminationMessagePath (Kubernetes' default): a step writes why it failed there."""
 
 
 def is_permanent_exit(code: int) -> bool:

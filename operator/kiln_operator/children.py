@@ -49,5 +49,16 @@ def permanent_failure(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def exit_message(pods: list[dict[str, Any]], code: int) -> str | None:
+    """The termination message of the first container that exited with ``code`` ("" when it left
+    none), or None when no container did."""
+    for pod in pods:
+        for st in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (st.get("state") or {}).get("terminated") or {}
+            if term.get("exitCode") is not None and int(term["exitCode"]) == code:
+                return str(term.get("message") or "").strip()
+    return None
+
+
 def terminating(obj: dict[str, Any] | None) -> bool:
     return obj is not None and bool(obj["metadata"].get("deletionTimestamp"))

@@ -127,7 +127,7 @@ def test_step_jobs_never_retry_a_bad_config() -> None:
         (container,) = obj["spec"]["template"]["spec"]["containers"]
         assert rule["action"] == "FailJob"
         assert rule["onExitCodes"] == {"containerName": container["name"], "operator": "In",
-                                       "values": [c.EXIT_BAD_CONFIG]}
+                                       "values": [c.EXIT_BAD_CONFIG, c.EXIT_QUANTIZATION_REJECTED]}
         assert obj["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
 
 
