@@ -94,7 +94,9 @@ class ServingConfig:
     model_repository: str
     """S3 root of the Triton model repository the export writes into."""
     model_name: str
-    """The model the target serves (``<target>-int8`` for the INT8 variant)."""
+    """The Triton model whose versions the target serves (the export's model_name)."""
+    quantization: str
+    """``none`` or ``int8``: the variant the rollout expects the new version to hold."""
     replicas: int
     """Triton replicas."""
     gate_prompts: tuple[str, ...]
@@ -224,9 +226,9 @@ def _serving(spec: TrainingRunSpec, layout: RunLayout) -> ServingConfig | None:
     s = spec.serving
     if s is None:
         return None
-    return ServingConfig(target=s.target, model_repository=layout.model_repository(),
-                         model_name=s.target + ("-int8" if s.quantization == "int8" else ""), replicas=s.replicas,
-                         gate_prompts=tuple(s.gate_prompts), max_latency_ms=s.max_latency_ms)
+    return ServingConfig(target=s.target, model_repository=layout.model_repository(), model_name=s.target,
+                         quantization=s.quantization, replicas=s.replicas, gate_prompts=tuple(s.gate_prompts),
+                         max_latency_ms=s.max_latency_ms)
 
 
 def _spec_path(cfg_path: str) -> str:

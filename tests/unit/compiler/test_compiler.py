@@ -96,3 +96,13 @@ def _other_value(spec_path: str, value: Any) -> Any:
     if isinstance(value, float):
         return value / 2
     return value + 2 if spec_path.endswith(("keep", "vocab_size")) else max(value - 1, 1)
+
+
+def test_serving_config_follows_the_export() -> None:
+    raw = spec_dict("tiny_cpu", "cpu")
+    assert compile_dict(raw).serving is None
+    raw["serving"] = {"target": "chat", "quantization": "int8", "gatePrompts": ["Hi"]}
+    run = compile_dict(raw)
+    assert run.serving is not None and run.serving.model_name == run.export.model_name == "chat"
+    assert run.serving.quantization == "int8" and run.export.int8 and run.serving.gate_prompts == ("Hi",)
+    assert run.serving.model_repository == run.export.model_repository
