@@ -1,26 +1,108 @@
-"""A private containerd for the image contract tests, and running a command inside an image.
+"""Running a command inside a built image, and a private containerd for the import tests.
 
-No cluster: the images are built (or found unchanged) by `kiln_devcluster.images`, imported into a
-containerd of the test's own (its content kept under the images cache, so unchanged images are not
-imported again) and run with `ctr run`: as the image's own user, root filesystem read-only, an
-empty tmpfs on /tmp (what a pod with an emptyDir /tmp gets).
+No cluster. `ImageRunner` runs commands in an image with runc, the runtime the nodes' containerd
+uses, on the image's own filesystem (a buildah mount, so nothing is copied or imported): the
+image's user, environment and working directory, the root read-only, an empty tmpfs on /tmp
+(what a pod with an emptyDir /tmp gets), a network namespace of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kiln_devcluster.images import host
-from kiln_devcluster.images.containerd import NAMESPACE, wait_for_socket
+from kiln_devcluster.images.containerd import wait_for_socket
 
-CONFIG = """\
+
+def missing_prerequisites() -> str | None:
+    """Why these tests cannot run here (None when they can)."""
+    if os.geteuid() != 0:
+        return "needs root (buildah, runc, containerd)"
+    for tool in ("buildah", "runc", "containerd", "ctr"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (apt-get install buildah containerd)"
+    return None
+
+
+@dataclass(frozen=True)
+class Ran:
+    rc: int
+    output: str
+
+
+def _uid_gid(user: str, rootfs: Path) -> tuple[int, int]:
+    """The image's USER as numbers (names looked up in the image's /etc/passwd); root if unset."""
+    name, _, group = (user or "0").partition(":")
+    if not name.isdigit():
+        for line in (rootfs / "etc" / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2]), int(group or fields[3])
+        raise ValueError(f"USER {user}: no such user in the image")
+    return int(name), int(group) if group.isdigit() else int(name)
+
+
+class ImageRunner:
+    """Commands in one image: `with ImageRunner(ref) as img: img.run([...])`."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        self._container = ""
+        self.rootfs = Path()
+        self.config: dict[str, object] = {}
+
+    def __enter__(self) -> ImageRunner:
+        name = f"kiln-probe-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["buildah", "from", "--pull-never", "--name", name, self.ref],
+                       check=True, capture_output=True, text=True)
+        self._container = name
+        self.rootfs = Path(subprocess.run(["buildah", "mount", name], check=True, capture_output=True,
+                                          text=True).stdout.strip())
+        inspect = subprocess.run(["buildah", "inspect", "--type", "image", self.ref], check=True,
+                                 capture_output=True, text=True).stdout
+        self.config = json.loads(inspect)["OCIv1"]["config"]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._container:
+            subprocess.run(["buildah", "rm", self._container], capture_output=True)
+
+    def run(self, argv: list[str], *, env: dict[str, str] | None = None,
+            mounts: dict[str, str] | None = None, timeout: float = 600) -> Ran:
+        """Run `argv` in a fresh container; `mounts` binds host paths (read-only) at container paths."""
+        with tempfile.TemporaryDirectory(prefix="kiln-probe-") as bundle:
+            subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+            config_path = Path(bundle) / "config.json"
+            config = json.loads(config_path.read_text())
+            uid, gid = _uid_gid(str(self.config.get("User", "")), self.rootfs)
+            image_env = list(self.config.get("Env") or [])  # type: ignore[call-overload]
+            config["root"] = {"path": str(self.rootfs), "readonly": True}
+            config["hostname"] = "probe"
+            config["process"].update(
+                terminal=False, args=argv, cwd=self.config.get("WorkingDir") or "/",
+                user={"uid": uid, "gid": gid}, noNewPrivileges=True,
+                env=image_env + [f"{k}={v}" for k, v in (env or {}).items()])
+            config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                                     "options": ["nosuid", "nodev", "mode=1777"]})
+            for src, dst in (mounts or {}).items():
+                config["mounts"].append({"destination": dst, "type": "bind", "source": src,
+                                         "options": ["rbind", "ro"]})
+            config_path.write_text(json.dumps(config))
+            out = subprocess.run(["runc", "run", "--bundle", bundle, f"kiln-probe-{uuid.uuid4().hex[:8]}"],
+                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return Ran(out.returncode, out.stdout + out.stderr)
+
+
+CONTAINERD_CONFIG = """\
 version = 2
 root = "{root}"
 state = "{state}"
@@ -33,24 +115,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 """
 
 
-def missing_prerequisites() -> str | None:
-    """Why these tests cannot run here (None when they can)."""
-    if os.geteuid() != 0:
-        return "needs root (buildah, containerd)"
-    for tool in ("buildah", "containerd", "ctr"):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (apt-get install buildah containerd)"
-    return None
-
-
 @contextlib.contextmanager
 def private_containerd() -> Iterator[str]:
-    """Start a containerd of our own; yield its socket address; stop it at the end."""
-    root = host.cache_dir() / "contract-containerd"
-    state = Path(f"/run/kiln-contract-containerd-{os.getpid()}")
-    state.mkdir(parents=True, exist_ok=True)
+    """A containerd of our own (root and state removed at the end); yields its socket address."""
+    work = Path(tempfile.mkdtemp(prefix="contract-containerd-", dir=host.cache_dir()))
+    state = Path(tempfile.mkdtemp(prefix="kiln-contract-containerd-", dir="/run"))
     config = state / "config.toml"
-    config.write_text(CONFIG.format(root=root, state=state))
+    config.write_text(CONTAINERD_CONFIG.format(root=work, state=state))
     log = open(state / "containerd.log", "wb")  # noqa: SIM115 - closed after the process ends
     proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
     address = str(state / "containerd.sock")
@@ -65,30 +136,6 @@ def private_containerd() -> Iterator[str]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+        # Snapshots are overlay mounts only while containers run; none are left after our imports.
+        shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class Ran:
-    rc: int
-    output: str
-
-
-def run_in_image(address: str, ref: str, argv: list[str], *, env: dict[str, str] | None = None,
-                 mounts: dict[str, str] | None = None, timeout: float = 300, net_host: bool = False) -> Ran:
-    """Run `argv` in a fresh container of `ref`: image user, read-only root, tmpfs /tmp.
-
-    `mounts` maps host paths to container paths (bound read-only).
-    """
-    cmd = ["ctr", "--address", address, "--namespace", NAMESPACE, "run", "--rm", "--read-only",
-           "--mount", "type=tmpfs,src=tmpfs,dst=/tmp,options=nosuid:nodev:mode=1777"]
-    for src, dst in (mounts or {}).items():
-        cmd += ["--mount", f"type=bind,src={src},dst={dst},options=rbind:ro"]
-    for key, value in (env or {}).items():
-        cmd += ["--env", f"{key}={value}"]
-    if net_host:
-        cmd.append("--net-host")
-    cmd += [ref, f"kiln-probe-{uuid.uuid4().hex[:8]}", *argv]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    return Ran(out.returncode, out.stdout + out.stderr)
-

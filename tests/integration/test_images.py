@@ -1,23 +1,25 @@
 """The image contract: what the operator's pods run, run inside the project's built images.
 
 No cluster. The images are built from images/*/Dockerfile on the dev-cluster bases (skipped when
-unchanged), imported into a private containerd and run with `ctr run` as their own non-root user
-with a read-only root filesystem. The commands come from the operator's own builders (training
+unchanged) and run with runc (the nodes' runtime) as their own non-root user with a read-only root
+filesystem; the import into a containerd is checked on the (smallest) operator image. The commands come from the operator's own builders (training
 Jobs for the tiny example, serving/canary Deployments and the gate Job), so a pod command the
 operator starts using, or an image a builder starts naming, is checked without editing this file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from imagekit import Ran, missing_prerequisites, private_containerd, run_in_image
+from imagekit import ImageRunner, Ran, missing_prerequisites, private_containerd
 from kiln_devcluster.images.build import Built, build_all
-from kiln_devcluster.images.containerd import import_images
+from kiln_devcluster.images.containerd import ID_LABEL, NAMESPACE, import_images
 from kiln_devcluster.images.specs import select
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,79 +65,86 @@ def pod_commands() -> list[tuple[str, str, tuple[str, ...]]]:
     return list(dict.fromkeys(out))  # a PyTorchJob's Master and Worker run the same command
 
 
+Images = dict[str, ImageRunner]
+"""ref -> a runner for that built image."""
+
+
 @pytest.fixture(scope="module")
-def images() -> Iterator[tuple[str, dict[str, Built]]]:
-    """(containerd address, ref -> built image) for the project's images, built and imported."""
+def images() -> Iterator[Images]:
     specs = select(["operator", "trainer", "serving"])
     built = [b for b, s in zip(build_all(specs), specs, strict=True) if s.product]
-    with private_containerd() as address:
-        import_images(built, address)
-        yield address, {b.ref: b for b in built}
+    with contextlib.ExitStack() as stack:
+        yield {b.ref: stack.enter_context(ImageRunner(b.ref)) for b in built}
 
 
-def _probe(address: str, ref: str, script: str, *args: str, env: dict[str, str] | None = None) -> Ran:
-    return run_in_image(address, ref, ["python3", f"/probes/{script}", *args],
-                        mounts={str(PROBES): "/probes"}, env=env)
+def _named(images: Images, name: str) -> ImageRunner:
+    spec = next(s for s in select([name]) if s.name == name)
+    return images[spec.ref]
+
+
+def _probe(img: ImageRunner, script: str, *args: str, env: dict[str, str] | None = None) -> Ran:
+    return img.run(["python3", f"/probes/{script}", *args], mounts={str(PROBES): "/probes"}, env=env)
 
 
 PODS = pod_commands()
 
 
 @pytest.mark.parametrize(("what", "image", "command"), PODS, ids=[what for what, _, _ in PODS])
-def test_each_pod_command_runs_in_its_image(images: tuple[str, dict[str, Built]], what: str, image: str,
+def test_each_pod_command_runs_in_its_image(images: Images, what: str, image: str,
                                             command: tuple[str, ...]) -> None:
-    address, by_ref = images
-    assert image in by_ref, f"{what} runs image {image}, which the project does not build ({sorted(by_ref)})"
+    assert image in images, f"{what} runs image {image}, which the project does not build ({sorted(images)})"
     assert command[:1] == ("kiln-trainer",), f"{what}: unexpected command {command} (teach this test about it)"
-    helped = run_in_image(address, image, [*command[:2], "--help"])
+    helped = images[image].run([*command[:2], "--help"])
     assert helped.rc == 0 and "usage:" in helped.output, f"{what}: {' '.join(command[:2])} --help:\n{helped.output}"
-    imported = _probe(address, image, "subcommand_modules.py", command[1])
+    imported = _probe(images[image], "subcommand_modules.py", command[1])
     assert imported.rc == 0, f"{what}: the module behind `{' '.join(command[:2])}` does not import:\n{imported.output}"
 
 
-def test_images_run_as_their_non_root_user_on_a_read_only_root(images: tuple[str, dict[str, Built]]) -> None:
-    address, by_ref = images
+def test_images_run_as_their_non_root_user_on_a_read_only_root(images: Images) -> None:
     check = "import os; print(os.getuid()); open('/opt/probe', 'w')"
-    for ref in by_ref:
-        out = run_in_image(address, ref, ["python3", "-c", check])
+    for ref, img in images.items():
+        out = img.run(["python3", "-c", check])
         uid = out.output.split()[0] if out.output else ""
         assert uid.isdigit() and int(uid) > 0, f"{ref} runs as uid {uid!r}:\n{out.output}"
         assert out.rc != 0 and "Read-only file system" in out.output, f"{ref}: the root was writable"
 
 
-def test_trainer_has_cpu_adam_prebuilt(images: tuple[str, dict[str, Built]]) -> None:
-    address, by_ref = images
-    trainer = next(ref for ref, b in by_ref.items() if b.name == "trainer")
-    out = _probe(address, trainer, "cpu_adam.py", env={"DS_ACCELERATOR": "cpu"})
+def test_trainer_has_cpu_adam_prebuilt(images: Images) -> None:
+    out = _probe(_named(images, "trainer"), "cpu_adam.py", env={"DS_ACCELERATOR": "cpu"})
     assert out.rc == 0 and "ok cpu_adam" in out.output, out.output
 
 
-def test_serving_image_imports_everything_the_triton_model_imports(images: tuple[str, dict[str, Built]]) -> None:
-    address, by_ref = images
-    serving = next(ref for ref, b in by_ref.items() if b.name == "serving")
-    out = _probe(address, serving, "model_imports.py")
+def test_serving_image_imports_everything_the_triton_model_imports(images: Images) -> None:
+    out = _probe(_named(images, "serving"), "model_imports.py")
     assert out.rc == 0 and "ok numpy" in out.output, out.output
 
 
-def test_serving_image_runs_a_python_backend_model(images: tuple[str, dict[str, Built]]) -> None:
-    address, by_ref = images
-    serving = next(ref for ref, b in by_ref.items() if b.name == "serving")
-    out = _probe(address, serving, "triton_probe.py")
+def test_serving_image_runs_a_python_backend_model(images: Images) -> None:
+    out = _probe(_named(images, "serving"), "triton_probe.py")
     assert out.rc == 0 and "ok triton" in out.output, out.output
 
 
-def test_operator_entrypoint_starts(images: tuple[str, dict[str, Built]]) -> None:
-    address, by_ref = images
-    operator = next(ref for ref, b in by_ref.items() if b.name == "operator")
+def test_operator_entrypoint_starts(images: Images) -> None:
     # The chart runs the image's ENTRYPOINT (kiln-operator), which has kopf import these modules.
     check = "import shutil, kopf, kiln_operator.handlers, kiln_operator.main; print(shutil.which('kiln-operator'))"
-    out = run_in_image(address, operator, ["python3", "-c", check])
+    out = _named(images, "operator").run(["python3", "-c", check])
     assert out.rc == 0 and "/kiln-operator" in out.output, out.output
 
 
-def test_an_unchanged_image_is_not_imported_again(images: tuple[str, dict[str, Built]],
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    address, by_ref = images
-    import_images(list(by_ref.values()), address)
-    out = capsys.readouterr().out
-    assert out.count("already in") == len(by_ref), out
+def test_import_into_containerd_runs_there_and_is_skipped_when_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    specs = select(["operator"])
+    built: list[Built] = [b for b, s in zip(build_all(specs), specs, strict=True) if s.product]
+    with private_containerd() as address:
+        import_images(built, address)
+        first = capsys.readouterr().out
+        assert "new layer(s) of operator sent" in first, first
+        ctr = ["ctr", "--address", address, "--namespace", NAMESPACE]
+        listed = subprocess.run([*ctr, "images", "ls"], capture_output=True, text=True, check=True).stdout
+        assert f"{ID_LABEL}={built[0].image_id}" in listed, listed
+        # As the kubelet would: a container from the imported image, its user, read-only root.
+        ran = subprocess.run([*ctr, "run", "--rm", "--read-only", built[0].ref, "import-probe", "python3", "-c",
+                              "import os, kiln_operator.main; print('uid', os.getuid())"],
+                             capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0 and "uid 10001" in ran.stdout, ran.stdout + ran.stderr
+        import_images(built, address)
+        assert "already in" in capsys.readouterr().out

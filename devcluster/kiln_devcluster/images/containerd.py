@@ -7,7 +7,7 @@
    (torch's) is not written again; nor is any time spent compressing gigabytes.
 2. import: a tar of that layout holding the manifest, the config and only the layers this
    containerd does not have yet (`ctr content ls`), named by the `io.containerd.image.name`
-   annotation, fed to `ctr images import`. After a code change that is the thin code layer.
+   annotation, streamed into `ctr images import -` (no archive file on disk). After a code change that is the thin code layer.
 3. the imported image is labelled with its buildah id; an image already there with this label
    is not imported again.
 """
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import IO
 
 from kiln_devcluster.images import host
 from kiln_devcluster.images.build import Built
@@ -83,8 +85,9 @@ def _prune(layout: Path) -> None:
             blob.unlink()
 
 
-def thin_archive(built: Built, descriptor: dict[str, object], have: set[str]) -> tuple[Path, int]:
-    """An OCI archive of the image without the layers in `have`; returns it and the layers it holds."""
+def write_thin_archive(built: Built, descriptor: dict[str, object], have: set[str], out: IO[bytes]) -> int:
+    """Stream an OCI archive of the image without the layers in `have` to `out`; returns the
+    number of layers it holds. Streamed, so no archive-sized file is written."""
     layout = _layout(built)
     manifest = json.loads(_blob(layout, str(descriptor["digest"])).read_text())
     needed = [str(descriptor["digest"]), manifest["config"]["digest"]]
@@ -92,14 +95,12 @@ def thin_archive(built: Built, descriptor: dict[str, object], have: set[str]) ->
     named = {**descriptor, "annotations": {**dict(descriptor.get("annotations") or {}),  # type: ignore[call-overload]
                                            "io.containerd.image.name": full_name(built.ref)}}
     index = json.dumps({"schemaVersion": 2, "manifests": [named]}).encode()
-    path = host.cache_dir() / "archives" / f"{built.name}.import.tar"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tar:
+    with tarfile.open(fileobj=out, mode="w|") as tar:
         _add_bytes(tar, "oci-layout", (layout / "oci-layout").read_bytes())
         _add_bytes(tar, "index.json", index)
         for digest in needed:
             tar.add(_blob(layout, digest), arcname=f"blobs/{digest.replace(':', '/')}")
-    return path, len(needed) - 2
+    return len(needed) - 2
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -140,10 +141,16 @@ def import_images(built: list[Built], address: str, namespace: str = NAMESPACE) 
             continue
         descriptor = export_layout(b)
         have = set(_ctr(address, namespace, "content", "ls", "--quiet").split())
-        archive, layers = thin_archive(b, descriptor, have)
-        with step(f"import {b.name} into {address} ({namespace}): {layers} new layer(s), "
-                  f"{archive.stat().st_size / 1e6:.0f} MB"):
-            _ctr(address, namespace, "images", "import", str(archive))
+        with step(f"import {b.name} into {address} ({namespace})"):
+            proc = subprocess.Popen(["ctr", "--address", address, "--namespace", namespace, "images", "import", "-"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                layers = write_thin_archive(b, descriptor, have, proc.stdin)
+            finally:
+                proc.stdin.close()
+            output = proc.stdout.read().decode(errors="replace")
+            if proc.wait() != 0:
+                raise CommandFailed(f"ctr images import ({b.ref}) exited {proc.returncode}:\n{output[-3000:]}")
+            print(f"[images]   {layers} new layer(s) of {b.name} sent", flush=True)
             _ctr(address, namespace, "images", "label", full_name(b.ref), f"{ID_LABEL}={b.image_id}")
-        archive.unlink()
-

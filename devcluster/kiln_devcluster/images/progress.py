@@ -61,10 +61,11 @@ def run(
         proc2 = subprocess.Popen(list(argv), env=env, cwd=cwd, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True, errors="replace")
         assert proc2.stdout is not None
+        start = time.monotonic()
         for line in proc2.stdout:
             out.write(line)
-            if echo(line):
-                sys.stdout.write(f"{PREFIX}   {line.rstrip()[:160]}\n")
+            if echo(line):  # the time since the command started: each step's duration shows
+                sys.stdout.write(f"{PREFIX}   +{time.monotonic() - start:5.0f}s {line.rstrip()[:150]}\n")
                 sys.stdout.flush()
         rc = proc2.wait()
     if rc != 0:

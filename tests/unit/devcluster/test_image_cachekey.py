@@ -9,18 +9,21 @@ from kiln_devcluster.images import cachekey
 from kiln_devcluster.images.specs import REPO_ROOT, select
 
 DOCKERFILE = """\
-# deps first, code last
+# deps first, code in its own stage
 ARG BASE=python:3.11-slim
-FROM ${BASE} AS build
+FROM ${BASE} AS deps
 ARG PIP_CERT
 COPY requirements.lock ./
 RUN install -r requirements.lock \\
     --heavy
+
+FROM deps AS code
 COPY src ./src
 RUN install --no-deps ./src
 
 FROM ${BASE}
-COPY --from=build /opt /opt
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=code /opt/code /opt/code
 USER 1000
 """
 
@@ -47,9 +50,8 @@ def test_a_code_change_changes_only_the_code_layers(tmp_path: Path) -> None:
     before = _keys(ctx)
     (ctx / "src" / "pkg" / "mod.py").write_text("x = 2\n")
     changed = _changed(before, _keys(ctx))
-    # build stage: FROM, ARG, COPY lock, RUN deps stay; COPY src, RUN --no-deps change; the
-    # runtime stage copies from the build stage, so its layers follow it.
-    assert changed == ["COPY:build:4", "RUN:build:5", "COPY:1:7", "USER:1:8"]
+    # deps stage and the runtime's copy of it stay; the code stage and what follows it change.
+    assert changed == ["COPY:code:5", "RUN:code:6", "COPY:2:9", "USER:2:10"]
 
 
 def test_a_lock_change_rebuilds_the_dependency_layer(tmp_path: Path) -> None:
@@ -57,8 +59,8 @@ def test_a_lock_change_rebuilds_the_dependency_layer(tmp_path: Path) -> None:
     before = _keys(ctx)
     (ctx / "requirements.lock").write_text("torch==2.16.0\n")
     changed = _changed(before, _keys(ctx))
-    assert changed[:2] == ["COPY:build:2", "RUN:build:3"]
-    assert "FROM:build:0" not in changed and "ARG:build:1" not in changed
+    assert changed[:2] == ["COPY:deps:2", "RUN:deps:3"]
+    assert "COPY:2:8" in changed and "FROM:deps:0" not in changed and "ARG:deps:1" not in changed
 
 
 def test_ignored_files_and_file_order_do_not_matter(tmp_path: Path) -> None:
@@ -74,9 +76,9 @@ def test_a_new_file_or_mode_counts(tmp_path: Path) -> None:
     before = _keys(ctx)
     (ctx / "src" / "pkg" / "mod.py").chmod(0o755)
     after_mode = _keys(ctx)
-    assert _changed(before, after_mode)[0] == "COPY:build:4"
+    assert _changed(before, after_mode)[0] == "COPY:code:5"
     (ctx / "src" / "pkg" / "new.py").write_text("")
-    assert _changed(after_mode, _keys(ctx))[0] == "COPY:build:4"
+    assert _changed(after_mode, _keys(ctx))[0] == "COPY:code:5"
 
 
 def test_build_args_and_base_ids_are_part_of_the_key(tmp_path: Path) -> None:
@@ -86,7 +88,7 @@ def test_build_args_and_base_ids_are_part_of_the_key(tmp_path: Path) -> None:
     rebuilt_base = cachekey.layer_keys(DOCKERFILE, ctx, {"BASE": "localhost/b:1"}, {"localhost/b:1": "abc"})
     proxy = cachekey.layer_keys(DOCKERFILE, ctx, {"PIP_CERT": "/ca.pem"}, {})
     assert len({cachekey.image_key(k) for k in (plain, local_base, rebuilt_base, proxy)}) == 4
-    assert local_base[0].instruction == "FROM localhost/b:1 AS build"
+    assert local_base[0].instruction == "FROM localhost/b:1 AS deps"
 
 
 def test_a_missing_copy_source_names_it(tmp_path: Path) -> None:
@@ -103,12 +105,23 @@ def test_parse_joins_continuations_and_drops_comments() -> None:
 
 
 @pytest.mark.parametrize("name", ["operator", "trainer", "serving"])
-def test_project_images_keep_the_code_out_of_the_dependency_layer(name: str) -> None:
-    """The real Dockerfiles: the layer that installs the lock comes before any code is copied."""
+def test_a_code_change_keeps_the_project_images_dependency_layers(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real Dockerfiles: with every code folder's content changed, the layers that install the
+    lock and the runtime's copy of them keep their keys (they are neither rebuilt nor re-imported)."""
     spec = next(s for s in select([name]) if s.name == name)
-    parsed = cachekey.parse_dockerfile(spec.dockerfile.read_text())
-    texts = [f"{i.keyword} {i.args}" for i in parsed]
-    deps = next(n for n, t in enumerate(texts) if t.startswith("RUN") and "requirements.lock" in t)
-    code = next(n for n, t in enumerate(texts) if t.startswith("COPY api"))
-    assert deps < code, f"images/{name}/Dockerfile installs the lock after copying code"
-    assert spec.dockerfile.is_relative_to(REPO_ROOT / "images")
+    text = spec.dockerfile.read_text()
+    before = cachekey.layer_keys(text, REPO_ROOT, {}, {})
+    real = cachekey.hash_sources
+
+    def code_changed(context: Path, sources: list[str], patterns: list[str]) -> str:
+        digest = real(context, sources, patterns)
+        code = any(s.split("/")[0] in ("api", "operator", "trainer", "devcluster") for s in sources)
+        return digest + "-changed" if code else digest
+
+    monkeypatch.setattr(cachekey, "hash_sources", code_changed)
+    after = cachekey.layer_keys(text, REPO_ROOT, {}, {})
+    kept = [b.instruction for b, a in zip(before, after, strict=True) if a.key == b.key]
+    assert any("requirements.lock" in k and k.startswith("RUN") for k in kept), kept
+    heavy_copy = [k for k in kept if k.startswith("COPY --from=deps")]
+    assert heavy_copy, f"images/{name}/Dockerfile: the runtime's dependency copy changes with the code"
+    assert kept != [b.instruction for b in before], "a code change must change the code layer"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from kiln_devcluster.images.build import Built
-from kiln_devcluster.images.containerd import full_name, thin_archive
+from kiln_devcluster.images.containerd import full_name, write_thin_archive
 
 
 def _put(layout: Path, data: bytes) -> dict[str, object]:
@@ -32,23 +32,30 @@ def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Built, dict
     return built, manifest, [str(heavy["digest"]), str(code["digest"])]
 
 
+def thin_archive(tmp: Path, built: Built, manifest: dict[str, object], have: set[str]) -> tuple[Path, int]:
+    path = tmp / "import.tar"
+    with open(path, "wb") as out:
+        return path, write_thin_archive(built, manifest, have, out)
+
+
 def _members(path: Path) -> dict[str, bytes]:
     with tarfile.open(path) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
-def test_layers_the_node_has_stay_out(layout: tuple[Built, dict[str, object], list[str]]) -> None:
+def test_layers_the_node_has_stay_out(layout: tuple[Built, dict[str, object], list[str]], tmp_path: Path) -> None:
     built, manifest, (heavy, code) = layout
-    path, count = thin_archive(built, manifest, have={heavy})
+    path, count = thin_archive(tmp_path, built, manifest, have={heavy})
     names = set(_members(path))
     assert count == 1
     assert f"blobs/{code.replace(':', '/')}" in names and f"blobs/{heavy.replace(':', '/')}" not in names
     assert f"blobs/{str(manifest['digest']).replace(':', '/')}" in names
 
 
-def test_a_fresh_node_gets_every_layer_and_the_image_name(layout: tuple[Built, dict[str, object], list[str]]) -> None:
+def test_a_fresh_node_gets_every_layer_and_the_image_name(layout: tuple[Built, dict[str, object], list[str]],
+                                                         tmp_path: Path) -> None:
     built, manifest, layers = layout
-    path, count = thin_archive(built, manifest, have=set())
+    path, count = thin_archive(tmp_path, built, manifest, have=set())
     members = _members(path)
     assert count == 2 and all(f"blobs/{d.replace(':', '/')}" in members for d in layers)
     index = json.loads(members["index.json"])
