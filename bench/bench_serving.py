@@ -106,15 +106,16 @@ def main() -> None:
         make_checkpoint_tree(root, run="bench", step=3,
                              model={"d_model": d_model, "n_layers": layers, "n_heads": 4, "n_kv_heads": 4, "max_seq_len": 256})
         cfg = root / "export.json"
-        cfg.write_text(json.dumps({"checkpoints_uri": f"file://{root}/runs/bench/checkpoints",
-                                   "model_repository": f"file://{root}/models", "model_name": "bench",
-                                   "int8": True, "max_ppl_increase": 10.0, "hf_export": False}))
-        assert export_main(str(cfg)) == 0
+        for int8, repo in ((False, "models"), (True, "models8")):  # Triton serves the fp32 repository only
+            cfg.write_text(json.dumps({"checkpoints_uri": f"file://{root}/runs/bench/checkpoints",
+                                       "model_repository": f"file://{root}/{repo}", "model_name": "bench",
+                                       "int8": int8, "max_ppl_increase": 10.0, "hf_export": False}))
+            assert export_main(str(cfg)) == 0
         fp = load_version(root / "models/bench/1")
-        q_deq = load_version(root / "models/bench-int8/1")
-        q_dyn = load_version(root / "models/bench-int8/1", int8_mode="dynamic")
+        q_deq = load_version(root / "models8/bench/1", int8_mode="dequant")
+        q_dyn = load_version(root / "models8/bench/1", int8_mode="dynamic")
         size_fp = (root / "models/bench/1/weights.safetensors").stat().st_size
-        size_q = (root / "models/bench-int8/1/weights.safetensors").stat().st_size
+        size_q = (root / "models8/bench/1/weights.safetensors").stat().st_size
         with TritonProcess(str(root / "models"), load_models=["bench"],
                            env={"OMP_NUM_THREADS": str(threads)}) as triton:
             # The machine is shared: alternate the measurements over several rounds and keep each

@@ -46,10 +46,11 @@ class ExportConfig:
     """Dtype of the served weights: `float32` or `bfloat16`."""
 
     int8: bool = False
-    """Also publish a weight-only INT8 variant as model `<model_name>-int8` (same version number)."""
+    """Publish the weight-only INT8 variant as the version (same model name; its manifest says int8)."""
 
     max_ppl_increase: float = 0.02
-    """The INT8 variant is published only if its perplexity is at most (1 + this) x full precision."""
+    """With `int8`: the export fails (QuantizationRejected, nothing published) unless the INT8
+    perplexity is at most (1 + this) x the full-precision one."""
 
     reference_prompts: tuple[str, ...] = ("Once upon a time",)
     """Prompts whose greedy continuations are stored in the manifest for the rollout gate."""
@@ -116,9 +117,9 @@ class ExportConfig:
             raise ExportConfigError(f"eval_max_tokens: {self.eval_max_tokens!r} must be an integer >= 2")
 
     @property
-    def int8_model_name(self) -> str:
-        """The model name of the INT8 variant."""
-        return f"{self.model_name}-int8"
+    def variant(self) -> str:
+        """What the published version holds: `int8`, else `dtype`; a property of the version, not the name."""
+        return "int8" if self.int8 else self.dtype
 
     @property
     def run_name(self) -> str:

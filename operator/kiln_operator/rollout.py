@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from kiln_api.s3layout import RunLayout
 
 from kiln_operator.builders.common import Run, child_name, metadata
+from kiln_operator.configmap import compiled
 from kiln_operator.serving.builders import ServingTarget
 from kiln_operator.serving.execute import RolloutRequest, rollout_tick
 from kiln_operator.serving.plan import Step
@@ -42,6 +43,7 @@ def serving_target(run: Run) -> ServingTarget:
         name=spec.serving.target,
         namespace=run.namespace,
         model=model_name(run),
+        variant=compiled(run).export.variant,
         repository=layout.model_repository(),
         endpoint=spec.storage.endpoint,
         secret=spec.storage.secret_ref.name if spec.storage.secret_ref else None,
@@ -52,12 +54,9 @@ def serving_target(run: Run) -> ServingTarget:
 
 
 def model_name(run: Run) -> str:
-    """Runs that serve to one target publish versions of one model, named after the target
-    (INT8 runs publish `<target>-int8`); runs without serving publish a model named after the run."""
-    if run.spec.serving is None:
-        return run.name
-    base = run.spec.serving.target
-    return f"{base}-int8" if run.spec.serving.quantization == "int8" else base
+    """Runs that serve to one target publish versions of one model named after the target, whatever
+    their variant (INT8 or not is a property of the version); runs without serving use the run's name."""
+    return run.name if run.spec.serving is None else run.spec.serving.target
 
 
 def exported_version(ctx: Ctx) -> int | None:
@@ -72,8 +71,7 @@ def exported_version(ctx: Ctx) -> int | None:
             result = _exported(line)
             if result is None:
                 continue
-            version = int(result["int8"]["version"] if "int8" in result and model_name(ctx.run).endswith("-int8")
-                          else result["version"])
+            version = int(result["version"])
             layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
             artifacts = dict(ctx.status.get("artifacts") or {})
             artifacts["modelVersion"] = f"{layout.model_repository()}/{model_name(ctx.run)}/{version}"
@@ -125,8 +123,9 @@ def step_rolling_out(ctx: Ctx) -> Transition | None:
     )
     decision = rollout_tick(ctx.kube, req)
     if decision.step is Step.DONE:
-        ctx.event("RolledOut", f"{req.target.name} serves {req.target.model} v{version}")
-        return Transition("Succeeded", "RolledOut", f"{req.target.name} serves {req.target.model} v{version}")
+        served = f"{req.target.name} v{version} ({req.target.variant})"
+        ctx.event("RolledOut", f"serves {served}")
+        return Transition("Succeeded", "RolledOut", f"serves {served}")
     if decision.step is Step.FAIL:
         ctx.event("RolloutFailed", f"{decision.reason}: {decision.message}", warning=True)
         return Transition("Failed", "RolloutFailed", f"{decision.reason}: {decision.message}")

@@ -1,7 +1,7 @@
 """The exported repository served by the real tritonserver from the embedded cluster's S3.
 
 One module-scoped server reads `s3://http://host:port/<bucket>/models`, holding model `tiny` with
-two versions exported from two different checkpoints and the INT8 variant. Every answer is compared
+two versions exported from two different checkpoints (INT8 versions: test_triton_int8.py). Every answer is compared
 with in-process generation (`serving.generate`) over the same exported files.
 """
 
@@ -36,7 +36,7 @@ def _export(tmp: Path, ckpts: str, repo: str, **over: object) -> None:
 
 @pytest.fixture(scope="module")
 def served(cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """(TritonProcess, {version: Served}, int8 Served): two versions + INT8 in S3, one running server."""
+    """(TritonProcess, {version: Served}, None): two versions in S3, one running server."""
     s3 = cluster.s3
     env = {"AWS_ACCESS_KEY_ID": s3["access_key"], "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
            "AWS_ENDPOINT_URL": s3["endpoint_url"], "AWS_DEFAULT_REGION": "us-east-1"}
@@ -53,15 +53,15 @@ def served(cluster, tmp_path_factory):  # type: ignore[no-untyped-def]
                 rel = p.relative_to(tmp / "ck").as_posix()
                 open_store(f"s3://{bucket}").put_file(rel, p)
     repo = f"s3://{bucket}/models"
-    _export(tmp, f"s3://{bucket}/runs/a/checkpoints", repo, int8=True, max_ppl_increase=10.0)
+    _export(tmp, f"s3://{bucket}/runs/a/checkpoints", repo)
     _export(tmp, f"s3://{bucket}/runs/b/checkpoints", repo)
     local = tmp / "local"
     store = open_store(repo)
     for key in store.list():
         store.get_file(key, local / key)
     endpoint = s3["endpoint_url"]
-    with TritonProcess(f"s3://{endpoint}/{bucket}/models", env=env, load_models=["tiny", "tiny-int8"]) as triton:
-        yield triton, {1: load_version(local / "tiny/1"), 2: load_version(local / "tiny/2")}, load_version(local / "tiny-int8/1")
+    with TritonProcess(f"s3://{endpoint}/{bucket}/models", env=env, load_models=["tiny"]) as triton:
+        yield triton, {1: load_version(local / "tiny/1"), 2: load_version(local / "tiny/2")}, None
     mp.undo()
 
 
@@ -71,13 +71,11 @@ def _local(s: Served, prompt: str, **kw: object) -> list[int]:
 
 @pytest.mark.timeout(600)
 def test_greedy_is_token_identical_to_in_process(served):
-    triton, versions, int8 = served
+    triton, versions, _ = served
     for prompt in PROMPTS:
         got = generate(triton.grpc_url, "tiny", GenerateRequest(prompt, max_new_tokens=12), version=1)
         assert got.token_ids == _local(versions[1], prompt, max_new_tokens=12)
         assert got.text == versions[1].decode(got.token_ids)
-        got8 = generate(triton.grpc_url, "tiny-int8", GenerateRequest(prompt, max_new_tokens=12))
-        assert got8.token_ids == _local(int8, prompt, max_new_tokens=12)
 
 
 def test_reference_outputs_in_manifest_match_the_server(served):

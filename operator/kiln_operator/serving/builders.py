@@ -2,7 +2,7 @@
 
 A target `T` in namespace `ns` is:
 
-* ConfigMap `T-serving`: which run and model version is live. Serving pods read the version from
+* ConfigMap `T-serving`: which run, model version and variant (float32/bfloat16/int8) is live. Serving pods read the version from
   it at start, so a restarted pod comes back with the live version, never an ungated newer one.
 * Deployment `T` + Service `T`: Triton pods serving the live version (ports 8000/8001/8002).
 * Deployment `T-canary` (no Service selects it): one pod that loads a candidate version so the gate
@@ -44,6 +44,9 @@ class ServingTarget:
     replicas: int = 1
     service_account: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    variant: str = "float32"
+    """What the rolled-out version holds (float32, bfloat16, int8): recorded live and checked by the
+    gate against the version's manifest. The model name is the same for every variant."""
 
 
 def selector(t: ServingTarget, role: str) -> dict[str, str]:
@@ -116,7 +119,8 @@ def build_live_configmap(t: ServingTarget, version: int, run: str) -> Obj:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"{t.name}-serving", "namespace": t.namespace, "labels": _labels(t, ROLE_SERVING)},
-        "data": {"version": str(version), "run": run, "model": t.model, "repository": t.repository},
+        "data": {"version": str(version), "run": run, "model": t.model, "repository": t.repository,
+                 "variant": t.variant},
     }
 
 
@@ -195,7 +199,7 @@ def build_gate_job(
 ) -> Obj:
     """The gate: real inference against the canary, compared with the export's recorded reference."""
     args = [
-        "--repository", t.repository, "--model", t.model, "--version", str(version),
+        "--repository", t.repository, "--model", t.model, "--version", str(version), "--variant", t.variant,
         "--url", canary_url, "--max-latency-ms", str(max_latency_ms),
     ]
     for p in prompts:

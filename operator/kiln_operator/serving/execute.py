@@ -154,7 +154,7 @@ def execute(kube: KubeLike, req: RolloutRequest, o: Observed, d: Decision) -> De
     elif d.step is Step.RECORD_LIVE:
         kube.patch(*DEPLOY, ns, t.name, {"metadata": {"annotations": {
             LIVE_VERSION: str(req.version), LIVE_RUN: req.run}}})
-        kube.patch(*CONFIGMAP, ns, f"{t.name}-serving", {"data": {"run": req.run}})
+        kube.patch(*CONFIGMAP, ns, f"{t.name}-serving", {"data": {"run": req.run, "variant": t.variant}})
     elif d.step in (Step.CLEANUP, Step.FAIL):
         kube.delete(*DEPLOY, ns, f"{t.name}-canary")
     return d

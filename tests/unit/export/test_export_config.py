@@ -8,7 +8,10 @@ def test_defaults_and_derived_names():
     cfg = ExportConfig.from_dict(BASE)
     assert cfg.version == "auto" and cfg.max_ppl_increase == 0.02 and cfg.checkpoint == "latest"
     assert cfg.run_name == "r1"
-    assert cfg.int8_model_name == "tiny-int8"
+    # The variant is a property of the version, never of the model name.
+    assert cfg.variant == "float32" and cfg.model_name == "tiny"
+    assert ExportConfig.from_dict({**BASE, "dtype": "bfloat16"}).variant == "bfloat16"
+    assert ExportConfig.from_dict({**BASE, "int8": True}).variant == "int8"
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
-"""`kiln-trainer export --config FILE`: checkpoint → Triton model repository version (+ INT8 variant).
+"""`kiln-trainer export --config FILE`: checkpoint → one Triton model repository version.
 
 Reads top-down: parse config → pick and verify the checkpoint → consolidate → stage the version
-folder → reference outputs and perplexity → optional INT8 (gated on perplexity) → upload. The
-staging folder is removed in `finally`; nothing is uploaded unless every step before succeeded.
+folder → reference outputs and perplexity → with `int8`, quantize and gate on perplexity → upload.
+The version's variant (float32, bfloat16 or int8) is written in its manifest, never in the model
+name: the target's name serves whatever variant was rolled out. An INT8 variant over the perplexity
+bound publishes nothing and exits with the contract's EXIT_QUANTIZATION_REJECTED. The staging folder
+is removed in `finally`; nothing is uploaded unless every step before succeeded.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from kiln_trainer.storage import NotFound, Store, StoreError, open_store
 
 if TYPE_CHECKING:
     from kiln_trainer.data.shards import Dataset
+
+INT8_SERVING_MODE = "int8"
+"""Recorded in an INT8 version's manifest: the server keeps the weights int8 (serving/int8.py)."""
 
 
 def load_config(path: str) -> ExportConfig:
@@ -156,6 +162,10 @@ def _manifest(cfg: ExportConfig, ref: CheckpointRef, ref_uri: str, folder: Path,
     }
 
 
+class QuantizationRejected(ExportError):
+    """The INT8 variant's perplexity is over the bound: nothing is published, the run must not roll out."""
+
+
 @dataclass
 class Staged:
     """A version folder ready for upload, with what its manifest needs."""
@@ -195,30 +205,22 @@ def run_export(cfg: ExportConfig, work: Path) -> dict[str, Any]:
     if dataset is not None:
         extra["data_hash"] = dataset.manifest.get("data_hash")
     hf_reason = unsupported_reason(cfg_dict) if cfg.hf_export else "hf_export: false"
+    published = fp
+    if cfg.int8:
+        # The INT8 variant replaces the full-precision one as the version the target serves; the
+        # full-precision perplexity stays its baseline (and the hf/ folder stays full precision).
+        published, extra["int8"] = _int8_variant(cfg, sd, model_config, tokenizer, work, fp.ppl, eval_tokens)
     if hf_reason is None:
-        write_hf(sd, cfg_dict, fp.folder / "hf")
+        write_hf(sd, cfg_dict, published.folder / "hf")
     extra["hf"] = {"written": hf_reason is None, "reason": hf_reason}
-    q8 = _int8_variant(cfg, sd, model_config, tokenizer, work, fp.ppl, eval_tokens) if cfg.int8 else None
-    if q8 is not None:
-        extra["int8"] = q8[1]
-    publish8 = q8 is not None and q8[1]["published"]
+    extra["variant"] = extra["dtype"] = cfg.variant
 
     repo = open_store(cfg.model_repository)
     version = pick_version(repo, cfg.model_name, cfg.version)
-    # Both numbers are settled before anything is written: an INT8 clash must not strand a new fp version.
-    v8 = pick_version(repo, cfg.int8_model_name, cfg.version) if publish8 else None
-    manifest = _manifest(cfg, ref, ref_uri, fp.folder, fp.refs, fp.ppl, extra)
-    summary: dict[str, Any] = {"model": cfg.model_name, "version": version,
-                               "uri": _upload(repo, cfg.model_name, version, fp.folder, manifest)}
-    if q8 is not None and v8 is not None:
-        staged8, info = q8
-        m8 = _manifest(cfg, ref, ref_uri, staged8.folder, staged8.refs, staged8.ppl,
-                       {"dtype": "int8", "int8": info, "full_precision": dict(summary),
-                        "data_hash": manifest["data_hash"], "eval_source": eval_source})
-        summary["int8"] = {"model": cfg.int8_model_name, "version": v8,
-                           "uri": _upload(repo, cfg.int8_model_name, v8, staged8.folder, m8)}
-    summary["int8_summary"] = extra.get("int8")
-    return summary
+    manifest = _manifest(cfg, ref, ref_uri, published.folder, published.refs, published.ppl, extra)
+    uri = _upload(repo, cfg.model_name, version, published.folder, manifest)
+    return {"model": cfg.model_name, "version": version, "variant": cfg.variant, "uri": uri,
+            "ppl": published.ppl, "int8": extra.get("int8")}
 
 
 def _stage(cfg: ExportConfig, folder: Path, sd: dict[str, torch.Tensor], model_config: Path, tokenizer: Path,
@@ -230,7 +232,7 @@ def _stage(cfg: ExportConfig, folder: Path, sd: dict[str, torch.Tensor], model_c
     if weights is not None:  # pre-quantized tensors replace the plain ones
         save_file(weights, str(folder / WEIGHTS), metadata={"format": "pt"})
     # load_version wants a manifest; this placeholder is replaced by the real one at upload.
-    (folder / "manifest.json").write_text(json.dumps({"int8": {"serving_mode": "dequant"}} if weights else {}))
+    (folder / "manifest.json").write_text(json.dumps({"int8": {"serving_mode": INT8_SERVING_MODE}} if weights else {}))
     served = load_version(folder, verify=False)
     (folder / "manifest.json").unlink()
     return Staged(folder, served, reference_outputs(served, cfg.reference_prompts, cfg.reference_max_new_tokens), 0.0)
@@ -243,36 +245,56 @@ def _upload(repo: Store, model: str, version: int, folder: Path, manifest: dict[
 
 def _int8_variant(cfg: ExportConfig, sd: dict[str, torch.Tensor], model_config: Path, tokenizer: Path,
                   work: Path, ppl_fp: float, eval_tokens: list[int]) -> tuple[Staged, dict[str, Any]]:
-    """Quantize, measure size and perplexity against full precision, decide whether to publish."""
+    """Quantize and measure perplexity against full precision; over the bound is QuantizationRejected."""
     q = quantize_state_dict(sd)
     staged = _stage(cfg, work / "int8", sd, model_config, tokenizer, "float32", weights=q)
     staged.ppl = eval_ppl(staged.served, eval_tokens)
     increase = staged.ppl / ppl_fp - 1.0
     info = {
-        "published": increase <= cfg.max_ppl_increase,
-        "serving_mode": "dequant",
+        "serving_mode": INT8_SERVING_MODE,
         "size_ratio_vs_fp32": tensor_bytes(q) / tensor_bytes(sd),
         "ppl": staged.ppl,
         "ppl_full_precision": ppl_fp,
         "ppl_increase": increase,
         "max_ppl_increase": cfg.max_ppl_increase,
     }
+    accepted = increase <= cfg.max_ppl_increase
     print(f"[export] int8: size x{info['size_ratio_vs_fp32']:.3f}, ppl {staged.ppl:.4f} vs {ppl_fp:.4f} "
-          f"({increase:+.2%}, bound {cfg.max_ppl_increase:.0%}) -> {'publish' if info['published'] else 'not published'}",
+          f"({increase:+.2%}, bound {cfg.max_ppl_increase:.0%}) -> {'accepted' if accepted else 'rejected'}",
           flush=True)
+    if not accepted:
+        raise QuantizationRejected(
+            f"INT8 perplexity {staged.ppl:.4f} is {increase:+.2%} over full precision {ppl_fp:.4f} "
+            f"(bound max_ppl_increase {cfg.max_ppl_increase:.2%}); nothing was published")
     return staged, info
+
+
+def _terminate(message: str) -> None:
+    """Leave `message` where Kubernetes reads a container's termination message (only inside a pod)."""
+    path = Path(contract.TERMINATION_LOG)
+    if path.exists():
+        try:
+            path.write_text(message[:4000])  # the kubelet keeps at most 4096 bytes
+        except OSError:
+            pass  # a read-only or foreign file: the exit code alone still says what happened
 
 
 def main(config_path: str) -> int:
     """Entry point of `kiln-trainer export`; the pod contract's exit codes: EXIT_BAD_CONFIG on bad input
-    (a retry cannot help), EXIT_FAILED on a storage failure (a retry may)."""
+    (a retry cannot help), EXIT_QUANTIZATION_REJECTED when the INT8 variant fails its perplexity bound
+    (neither can), EXIT_FAILED on a storage failure (a retry may)."""
     try:
         cfg = load_config(config_path)
         print("[export] config " + json.dumps(dataclasses.asdict(cfg), sort_keys=True), flush=True)
         with tempfile.TemporaryDirectory(prefix="kiln-export-") as tmp:
             summary = run_export(cfg, Path(tmp))
+    except QuantizationRejected as e:
+        print(f"export failed: QuantizationRejected: {e}", file=sys.stderr)
+        _terminate(f"QuantizationRejected: {e}")
+        return contract.EXIT_QUANTIZATION_REJECTED
     except (ExportConfigError, ExportError) as e:
         print(f"export failed: {e}", file=sys.stderr)
+        _terminate(str(e))
         return contract.EXIT_BAD_CONFIG
     except StoreError as e:
         print(f"export failed (storage): {e}", file=sys.stderr)

@@ -6,7 +6,10 @@ storage credentials) against the canary pod. Checks, per prompt:
 * the model answers, with a non-empty continuation;
 * greedy output is token-for-token the reference the export recorded in `manifest.json`
   (same weights, same code → same tokens; anything else means the artifact or the server is broken);
-* the whole answer arrives within the latency bound.
+* the whole answer arrives within the latency bound;
+
+and once per version, that the manifest's variant (float32, bfloat16, int8) is the one the run asked
+for: the model name is the same for every variant, so only the version says what it holds.
 
 Prints one JSON verdict line and exits 0 (pass) or 1 (fail); the operator reads both.
 """
@@ -64,13 +67,27 @@ def check_prompt(url: str, model: str, version: int, prompt: str, reference: dic
     return Check(prompt, True, "", latency)
 
 
+def check_variant(manifest: dict[str, Any], expected: str | None) -> Check | None:
+    """A failed check when the version holds another variant than the run exported; else None.
+    Versions exported before variants were recorded are full precision: their `dtype`."""
+    if expected is None:
+        return None
+    got = manifest.get("variant") or manifest.get("dtype") or "float32"
+    if got != expected:
+        return Check("(variant)", False, f"the version holds {got} weights, the run asked for {expected}")
+    return None
+
+
 def run_gate(repository: str, model: str, version: int, url: str, prompts: list[str],
-             max_latency_ms: float) -> Verdict:
+             max_latency_ms: float, variant: str | None = None) -> Verdict:
     store = open_store(repository)
     try:
         manifest = json.loads(store.get_bytes(f"{model}/{version}/manifest.json"))
     except (NotFound, StoreError, ValueError) as e:
         return Verdict(False, model, version, [Check("(manifest)", False, f"cannot read the manifest: {e}")])
+    wrong = check_variant(manifest, variant)
+    if wrong is not None:
+        return Verdict(False, model, version, [wrong])
     refs = {r["prompt"]: r for r in manifest.get("reference_outputs", [])}
     todo = list(dict.fromkeys([*refs, *prompts]))  # recorded references first, then extra prompts
     if not todo:
@@ -84,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repository", required=True, help="model repository URI")
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=int, required=True)
+    p.add_argument("--variant", help="variant the version must hold (float32, bfloat16, int8)")
     p.add_argument("--url", required=True, help="candidate's Triton gRPC host:port")
     p.add_argument("--prompt", action="append", default=[], help="extra prompt (repeatable)")
     p.add_argument("--max-latency-ms", type=float, default=5000.0)
     args = p.parse_args(argv)
-    verdict = run_gate(args.repository, args.model, args.version, args.url, args.prompt, args.max_latency_ms)
+    verdict = run_gate(args.repository, args.model, args.version, args.url, args.prompt, args.max_latency_ms,
+                       args.variant)
     print(json.dumps({**asdict(verdict), "reason": verdict.reason}), flush=True)
     return 0 if verdict.passed else 1
 

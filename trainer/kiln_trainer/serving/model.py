@@ -16,6 +16,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils  # provided by the Triton python backend stub
 
 from kiln_trainer.serving.generate import GenerationError, generate_batch
+from kiln_trainer.serving.int8 import describe_weights
 from kiln_trainer.serving.loader import load_version
 from kiln_trainer.serving.service import Request, outputs, parse_request
 
@@ -32,6 +33,10 @@ class TritonPythonModel:
         folder = Path(args["model_repository"]) / args["model_version"]
         self.served = load_version(folder)
         self.name = f"{args['model_name']}/{args['model_version']}"
+        # One line per loaded version in the server log: which variant, and what is really resident.
+        variant = self.served.manifest.get("variant") or self.served.manifest.get("dtype") or "float32"
+        print(f"[kiln] {self.name}: {variant} version loaded, resident weights {describe_weights(self.served.model)}",
+              flush=True)
         cfg = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(cfg):
             raise pb_utils.TritonModelException(f"{self.name}: config.pbtxt must set decoupled: true")
