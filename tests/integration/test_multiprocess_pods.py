@@ -133,11 +133,12 @@ def _train(cluster: Any, bucket: str, ns: str, name: str, launcher: str, **train
     run = _run(body, ns)
     gang = [build_pytorchjob(run)] if launcher == "PyTorchJob" else [build_headless_service(run), build_indexed_job(run)]
     _create(cluster, ns, [*build_rbac(run), build_config_map(run), *gang])
-    _wait_done(cluster, ns, gang[-1], 900)
-    logs = _logs(cluster, ns, name)
     nodes, nproc = training["nodes"], training["processesPerNode"]
-    for node_rank in range(nodes):
-        assert f"torchrun --nnodes={nodes} --nproc-per-node={nproc} --node-rank={node_rank}" in logs, logs[:3000]
+    launches = [f"torchrun --nnodes={nodes} --nproc-per-node={nproc} --node-rank={r}" for r in range(nodes)]
+    # Read while the pods live: a finished PyTorchJob deletes its pods (cleanPodPolicy All).
+    wait_for(lambda: all(line in _logs(cluster, ns, name) for line in launches), 600,
+             f"every pod of {name} to start torchrun for its node rank", interval=2)
+    _wait_done(cluster, ns, gang[-1], 900)
     manifest = json.loads(_s3_text(cluster, bucket, f"{_layout(body, ns).checkpoint(STEPS)}/manifest.json"))
     assert manifest["world_size"] == nodes * nproc
     losses = _losses(cluster, bucket, body, ns)
@@ -176,39 +177,38 @@ def test_killed_pod_restarts_the_gang_which_resumes_from_the_last_commit(cluster
     with operator(cluster, ns):
         create_run(cluster, ns, body)
         first = wait_for(lambda: _committed(cluster, bucket, layout), 600, "a first committed checkpoint")[-1]
-        victim = core.list_namespaced_pod(ns, label_selector=train_pods).items[0].metadata.name
-        core.delete_namespaced_pod(victim, ns, grace_period_seconds=0)  # SIGKILL: no emergency checkpoint
+        victim = core.list_namespaced_pod(ns, label_selector=train_pods).items[0]
+        core.delete_namespaced_pod(victim.metadata.name, ns, grace_period_seconds=0)  # no emergency checkpoint
         wait_for(lambda: (get_run(cluster, ns, "kill")["status"].get("restarts") or {}).get("failure") == 1, 300,
                  "the operator to count one gang restart")
 
         def resumed_step() -> int | None:
             for p in core.list_namespaced_pod(ns, label_selector=train_pods).items:
-                if p.metadata.name != victim and p.metadata.deletion_timestamp is None:
+                # A PyTorchJob's new pods reuse the old names: tell them apart by uid.
+                if p.metadata.uid != victim.metadata.uid and p.metadata.deletion_timestamp is None:
                     found = re.search(r"resumed from \S*step-(\d+)", pod_log(core, ns, p.metadata.name))
                     if found:
                         return int(found.group(1))
             return None
 
         resumed = wait_for(resumed_step, 600, "the new gang's resume line")
-        # A new pod starts an empty local metrics file, so the uploaded file is the new gang's once
-        # its first record is past step 1; it must begin right after the checkpoint it resumed from.
-        def new_gang_steps() -> list[int] | None:
-            steps = _steps(cluster, bucket, layout)
-            return steps if steps[:1] not in ([], [1]) else None
-
-        steps = wait_for(new_gang_steps, 600, "metrics uploaded by the new gang")
+        # A new pod starts an empty local metrics file, so the uploaded file holds the new gang's records.
+        records = wait_for(lambda: _records(cluster, bucket, layout), 600, "metrics uploaded by the new gang")
         restarted = events(cluster, ns, "kill")
     assert resumed >= first, (resumed, first)
-    assert steps[0] == resumed + 1, (resumed, steps)  # nothing replayed, nothing skipped
-    assert steps == list(range(steps[0], steps[0] + len(steps)))
+    cfg = compile_run(parse_spec(body["spec"]), RunIdentity("kill", ns)).train
+    every, per_step = cfg.monitor.log_every, cfg.batch.global_batch_size * cfg.batch.seq_len
+    # The first logged step after the resume, with the token count carried over: nothing replayed or skipped.
+    assert records[0]["step"] == resumed + every - resumed % every, (resumed, records[0])
+    assert [r["tokens"] for r in records] == [r["step"] * per_step for r in records]
     assert any(e.startswith("GangRestart") for e in restarted)
 
 
-def _steps(cluster: Any, bucket: str, layout: RunLayout) -> list[int]:
+def _records(cluster: Any, bucket: str, layout: RunLayout) -> list[dict[str, Any]]:
     try:
         text = _s3_text(cluster, bucket, f"{layout.root}/runs/kill/metrics/metrics.jsonl")
     except ClientError as e:
         if e.response["Error"]["Code"] == "NoSuchKey":  # not uploaded yet
             return []
         raise
-    return [r["step"] for r in map(json.loads, text.splitlines()) if "loss" in r]
+    return [r for r in map(json.loads, text.splitlines()) if "loss" in r]
