@@ -33,7 +33,7 @@ def test_int8_version_is_published_under_the_model_name(fresh_tree, tmp_path, ca
     rc, out = _export(fresh_tree, tmp_path, capsys, max_ppl_increase=10.0)
     assert rc == 0, out
     assert sorted(p.name for p in (fresh_tree / "models").iterdir()) == ["tiny"]  # no second model name
-    summary = json.loads(out.strip().splitlines()[-1])["exported"]
+    summary = next(json.loads(x) for x in out.splitlines() if x.startswith('{"exported"'))["exported"]
     assert (summary["model"], summary["version"], summary["variant"]) == ("tiny", 1, "int8")
     m = json.loads((fresh_tree / "models/tiny/1/manifest.json").read_text())
     assert m["variant"] == m["dtype"] == "int8" and m["int8"]["serving_mode"] == "int8"
