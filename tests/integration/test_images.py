@@ -65,21 +65,29 @@ def pod_commands() -> list[tuple[str, str, tuple[str, ...]]]:
     return list(dict.fromkeys(out))  # a PyTorchJob's Master and Worker run the same command
 
 
-Images = dict[str, ImageRunner]
-"""ref -> a runner for that built image."""
+class Images:
+    """The project's images, each built (or found unchanged) on first use, by ref or by name."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self._runners: dict[str, ImageRunner] = {}
+        self.refs = {s.ref: s.name for s in select(["operator", "trainer", "serving"]) if s.product}
+
+    def __getitem__(self, ref: str) -> ImageRunner:
+        if ref not in self._runners:
+            specs = select([self.refs[ref]])
+            build_all(specs)
+            self._runners[ref] = self._stack.enter_context(ImageRunner(ref))
+        return self._runners[ref]
+
+    def named(self, name: str) -> ImageRunner:
+        return self[next(ref for ref, n in self.refs.items() if n == name)]
 
 
 @pytest.fixture(scope="module")
 def images() -> Iterator[Images]:
-    specs = select(["operator", "trainer", "serving"])
-    built = [b for b, s in zip(build_all(specs), specs, strict=True) if s.product]
     with contextlib.ExitStack() as stack:
-        yield {b.ref: stack.enter_context(ImageRunner(b.ref)) for b in built}
-
-
-def _named(images: Images, name: str) -> ImageRunner:
-    spec = next(s for s in select([name]) if s.name == name)
-    return images[spec.ref]
+        yield Images(stack)
 
 
 def _probe(img: ImageRunner, script: str, *args: str, env: dict[str, str] | None = None) -> Ran:
@@ -92,7 +100,7 @@ PODS = pod_commands()
 @pytest.mark.parametrize(("what", "image", "command"), PODS, ids=[what for what, _, _ in PODS])
 def test_each_pod_command_runs_in_its_image(images: Images, what: str, image: str,
                                             command: tuple[str, ...]) -> None:
-    assert image in images, f"{what} runs image {image}, which the project does not build ({sorted(images)})"
+    assert image in images.refs, f"{what} runs image {image}, which the project does not build ({sorted(images.refs)})"
     assert command[:1] == ("kiln-trainer",), f"{what}: unexpected command {command} (teach this test about it)"
     helped = images[image].run([*command[:2], "--help"])
     assert helped.rc == 0 and "usage:" in helped.output, f"{what}: {' '.join(command[:2])} --help:\n{helped.output}"
@@ -102,32 +110,32 @@ def test_each_pod_command_runs_in_its_image(images: Images, what: str, image: st
 
 def test_images_run_as_their_non_root_user_on_a_read_only_root(images: Images) -> None:
     check = "import os; print(os.getuid()); open('/opt/probe', 'w')"
-    for ref, img in images.items():
-        out = img.run(["python3", "-c", check])
+    for ref in images.refs:
+        out = images[ref].run(["python3", "-c", check])
         uid = out.output.split()[0] if out.output else ""
         assert uid.isdigit() and int(uid) > 0, f"{ref} runs as uid {uid!r}:\n{out.output}"
         assert out.rc != 0 and "Read-only file system" in out.output, f"{ref}: the root was writable"
 
 
 def test_trainer_has_cpu_adam_prebuilt(images: Images) -> None:
-    out = _probe(_named(images, "trainer"), "cpu_adam.py", env={"DS_ACCELERATOR": "cpu"})
+    out = _probe(images.named("trainer"), "cpu_adam.py", env={"DS_ACCELERATOR": "cpu"})
     assert out.rc == 0 and "ok cpu_adam" in out.output, out.output
 
 
 def test_serving_image_imports_everything_the_triton_model_imports(images: Images) -> None:
-    out = _probe(_named(images, "serving"), "model_imports.py")
+    out = _probe(images.named("serving"), "model_imports.py")
     assert out.rc == 0 and "ok numpy" in out.output, out.output
 
 
 def test_serving_image_runs_a_python_backend_model(images: Images) -> None:
-    out = _probe(_named(images, "serving"), "triton_probe.py")
+    out = _probe(images.named("serving"), "triton_probe.py")
     assert out.rc == 0 and "ok triton" in out.output, out.output
 
 
 def test_operator_entrypoint_starts(images: Images) -> None:
     # The chart runs the image's ENTRYPOINT (kiln-operator), which has kopf import these modules.
     check = "import shutil, kopf, kiln_operator.handlers, kiln_operator.main; print(shutil.which('kiln-operator'))"
-    out = _named(images, "operator").run(["python3", "-c", check])
+    out = images.named("operator").run(["python3", "-c", check])
     assert out.rc == 0 and "/kiln-operator" in out.output, out.output
 
 

@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from kiln_devcluster.images.build import build_all
+from kiln_devcluster.images.build import build_all, image_id
 from kiln_devcluster.images.containerd import NAMESPACE, image_size, import_images
 from kiln_devcluster.images.progress import CommandFailed
 from kiln_devcluster.images.specs import select
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = select(getattr(args, "names", None) or None)
         if args.command == "sizes":
             for s in specs:
-                print(f"{s.name:12s} {s.ref:45s} {image_size(s.ref) / 1e6:8.0f} MB")
+                size = f"{image_size(s.ref) / 1e6:8.0f} MB" if image_id(s.ref) else "(not built)"
+                print(f"{s.name:12s} {s.ref:45s} {size}")
             return 0
         built = build_all(specs, force=getattr(args, "force", False))
         if args.command == "import":
