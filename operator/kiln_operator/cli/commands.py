@@ -197,11 +197,35 @@ def generate(args: argparse.Namespace) -> int:
     from kiln_operator.cli.stream import stream_text
 
     url = args.url or _service_grpc(args, args.target)
+    if not args.url:
+        live = _live_version(args, args.target)
+        if live:
+            print(live, file=sys.stderr, flush=True)
     for piece in stream_text(url, args.target, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
                              args.seed):
         print(piece, end="", flush=True)
     print()
     return 0
+
+
+def live_line(target: str, data: dict[str, str]) -> str:
+    """`tiny-llm serves v3 (int8)`: what the target's live ConfigMap records ("" when it records nothing).
+    The model name is the target's whatever the variant; the variant belongs to the live version."""
+    if not data.get("version"):
+        return ""
+    return f"{target} serves v{data['version']} ({data.get('variant') or 'float32'})"
+
+
+def _live_version(args: argparse.Namespace, target: str) -> str:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api, ns = _api(args)
+    try:
+        cm = client.CoreV1Api(api).read_namespaced_config_map(f"{target}-serving", ns)
+    except ApiException:
+        return ""  # informational only: the Service answered, generation goes on
+    return live_line(target, dict(cm.data or {}))
 
 
 def _service_grpc(args: argparse.Namespace, target: str) -> str:

@@ -92,3 +92,13 @@ def test_gate_refuses_a_version_of_another_variant() -> None:
     wrong = gate.check_variant({"variant": "float32", "dtype": "float32"}, "int8")
     assert wrong is not None and not wrong.ok and "holds float32" in wrong.reason and "asked for int8" in wrong.reason
     assert gate.check_variant({}, None) is None
+
+
+def test_kiln_generate_names_the_live_version_and_variant() -> None:
+    from kiln_operator.cli.commands import live_line
+
+    t = rollout.serving_target(_run("int8"))
+    data = b.build_live_configmap(t, 4, "tiny")["data"]
+    assert live_line(t.name, data) == "tiny-llm serves v4 (int8)"
+    assert live_line("x", {"version": "2"}) == "x serves v2 (float32)"  # recorded before variants were
+    assert live_line("x", {}) == ""
