@@ -104,8 +104,12 @@ def test_gpu_preset_as_compiled_trains_commits_and_exports_on_cpu(store: Path, t
     assert ds == deepspeed_config(as_compiled, compiled.world_size)  # ZeRO, offload, precision, batch: same
     accum = ds["gradient_accumulation_steps"]
     assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * accum * NODES * NPROC
-    configs = [_write(tmp_path / f"pod{i}.yaml", relocate(rehearsed, root, checkpoint__local_dir=str(
-        tmp_path / f"pod{i}" / "checkpoints"))) for i in range(NODES)]  # each pod has its own emptyDir
+    # Each pod has its own emptyDir and network namespace; here both "pods" share one host, so the
+    # local checkpoint dir and rank 0's metrics port move (where, not what).
+    metrics_port = _free_port()
+    configs = [_write(tmp_path / f"pod{i}.yaml", relocate(rehearsed, root, monitor__prometheus_port=metrics_port,
+                                                          checkpoint__local_dir=str(tmp_path / f"pod{i}" / "ckpt")))
+               for i in range(NODES)]
 
     logs = _run_pods(configs, tmp_path)
     for node_rank, text in enumerate(logs):
