@@ -156,7 +156,33 @@ def _s3(c: Ctx) -> list[str]:
     return [sys.executable, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(S3_PORT)]
 
 
+PYTORCH_INIT_TEMPLATE = """
+- name: init-pytorch
+  image: kiln.local/busybox:1.35
+  imagePullPolicy: Never
+  resources:
+    limits: {cpu: 100m, memory: 20Mi}
+    requests: {cpu: 50m, memory: 10Mi}
+  command: ['sh', '-c', 'ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); err=1; for i in $(seq {{.MaxTries}}); do if nslookup {{.MasterAddr}}.$ns.svc.cluster.local; then err=0 && break; fi; echo waiting for master; sleep 2; done; exit $err']
+"""
+"""The workers' wait-for-master init container on real nodes: upstream's uses alpine (no registry
+here) and `nslookup <name>`, which busybox's nslookup does not expand with the search path."""
+
+
+def _training_operator_init(c: Ctx) -> list[str]:
+    # Real nodes only: the process node maps images by name and has no kiln.local/busybox rule.
+    if os.environ.get("KILN_NODE") != "real":
+        return []
+    template = c.paths.root / "pytorch-init-container.yaml"
+    template.write_text(PYTORCH_INIT_TEMPLATE)
+    return [f"--pytorch-init-container-template-file={template}"]
+
+
 def _training_operator(c: Ctx) -> list[str]:
+    return [*_training_operator_argv(c), *_training_operator_init(c)]
+
+
+def _training_operator_argv(c: Ctx) -> list[str]:
     return [
         str(c.bin / "training-operator.v1"), f"--kubeconfig={c.pki.kubeconfig('training-operator')}",
         "--enable-scheme=pytorchjob", "--metrics-bind-address=127.0.0.1:18080",

@@ -151,7 +151,7 @@ def kubelet_config(node: NodeSpec, ca_crt: Path, resolv_conf: str = "/etc/resolv
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         # The disk is shared with builds; evict only when it is really full.
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%",
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi",
                          "nodefs.inodesFree": "2%"},
         "serializeImagePulls": False,
         # No systemd-logind here: graceful node shutdown cannot take an inhibitor lock.
