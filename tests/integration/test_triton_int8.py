@@ -22,7 +22,6 @@ from kiln_trainer.serving.generate import generate as local_generate
 from kiln_trainer.serving.int8 import Int8Embedding, Int8Linear
 from kiln_trainer.serving.loader import load_version
 from kiln_trainer.serving.tritonserver import TritonProcess
-from kiln_trainer.storage import open_store
 
 PROMPTS = ["the cat sees", "a blue river near"]
 RESIDENT = re.compile(r"\[kiln\] tiny/(\d+): (\w+) version loaded, resident weights (.*)")
