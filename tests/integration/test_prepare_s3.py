@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from kiln_api.contract import EXIT_BAD_CONFIG
 from kiln_trainer.data import tinycorpus
 
 pytestmark = pytest.mark.timeout(300)
@@ -122,12 +123,12 @@ def test_missing_buckets_are_clear_errors(cluster: Any, s3_bucket: str, tmp_path
     _upload_corpus(cluster.s3_client(), s3_bucket)
     cfg = _config(tmp_path, s3_bucket, "nobucket", src_bucket="kiln-no-such-bucket-4711")
     rc, _, err = _finish(_prepare(cfg, _env(cluster)))
-    assert rc == 2 and "data.sources[0].uri" in err and "kiln-no-such-bucket-4711" in err, err
+    assert rc == EXIT_BAD_CONFIG and "data.sources[0].uri" in err and "kiln-no-such-bucket-4711" in err, err
 
     cfg = _config(tmp_path, s3_bucket, "noout")
     cfg.write_text(cfg.read_text().replace(f"output: s3://{s3_bucket}/noout", "output: s3://kiln-no-such-out-4711/x"))
     rc, _, err = _finish(_prepare(cfg, _env(cluster)))
-    assert rc == 2 and "output: cannot access" in err and "kiln-no-such-out-4711" in err, err
+    assert rc == EXIT_BAD_CONFIG and "output: cannot access" in err and "kiln-no-such-out-4711" in err, err
 
 
 def test_wrong_credentials_are_a_clear_error(cluster: Any, s3_bucket: str, tmp_path: Path) -> None:
@@ -143,4 +144,4 @@ def test_wrong_credentials_are_a_clear_error(cluster: Any, s3_bucket: str, tmp_p
         pass
     _upload_corpus(cluster.s3_client(), s3_bucket)
     rc, _, err = _finish(_prepare(_config(tmp_path, s3_bucket, "denied"), _env(cluster, AWS_SECRET_ACCESS_KEY="wrong")))
-    assert rc == 2 and "output: cannot access" in err and "access denied" in err, err
+    assert rc == EXIT_BAD_CONFIG and "output: cannot access" in err and "access denied" in err, err
