@@ -62,6 +62,7 @@ def export_layout(built: Built) -> dict[str, object]:
     id_file = layout / "kiln-image-id"
     if not (id_file.exists() and id_file.read_text() == built.image_id):
         with step(f"export {built.name} ({built.ref}) to {layout}"):
+            layout.parent.mkdir(parents=True, exist_ok=True)  # buildah does not create the parent
             run(["buildah", "push", "--quiet", "--disable-compression", "--format", "oci",
                  built.ref, f"oci:{layout}:current"])
             _prune(layout)
