@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from kiln_api.compiler import RunIdentity, compile_run
 from kiln_api.trainingrun import parse_spec
 
