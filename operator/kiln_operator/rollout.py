@@ -46,6 +46,7 @@ def serving_target(run: Run) -> ServingTarget:
         variant=compiled(run).export.variant,
         repository=layout.model_repository(),
         endpoint=spec.storage.endpoint,
+        region=spec.storage.region,
         secret=spec.storage.secret_ref.name if spec.storage.secret_ref else None,
         image=SERVING_IMAGE,
         replicas=spec.serving.replicas,

@@ -158,9 +158,13 @@ def never_retry_bad_config(container: str) -> dict[str, Any]:
         "containerName": container, "operator": "In", "values": list(c.PERMANENT_EXIT_CODES)}}]}
 
 
-def pod_spec(run: Run, container: dict[str, Any], *, shm: bool, grace_seconds: int = 30) -> dict[str, Any]:
+def pod_spec(run: Run, container: dict[str, Any], *, shm: bool, grace_seconds: int = 30,
+             api_token: bool = False) -> dict[str, Any]:
+    """``api_token``: mount the ServiceAccount token; only pods that talk to the API server need it
+    (the training gang's progress sink). Without it a compromised step holds no credential for the API."""
     spec: dict[str, Any] = {
         "serviceAccountName": trainer_sa(run),
+        "automountServiceAccountToken": api_token,
         "restartPolicy": "Never",  # the operator restarts whole gangs, never single pods
         "securityContext": pod_security(),
         "terminationGracePeriodSeconds": grace_seconds,

@@ -58,7 +58,7 @@ def build_indexed_job(run: Run) -> dict[str, Any]:
     meta = metadata(run, name, STAGE)
     nodes = run.spec.training.nodes
     container = training_container(run, c.TRAINER_CONTAINER, extra_env=index_env(run))
-    pod = pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS)
+    pod = pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS, api_token=True)
     pod["subdomain"] = name
     return {
         "apiVersion": "batch/v1",

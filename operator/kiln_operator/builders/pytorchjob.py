@@ -25,7 +25,7 @@ def _replica(run: Run, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
         "restartPolicy": "Never",
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS),
+            "spec": pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS, api_token=True),
         },
     }
 

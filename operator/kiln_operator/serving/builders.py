@@ -44,6 +44,8 @@ class ServingTarget:
     replicas: int = 1
     service_account: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    region: str = "us-east-1"
+    """Bucket region (the run's spec.storage.region), passed as AWS_DEFAULT_REGION."""
     variant: str = "float32"
     """What the rolled-out version holds (float32, bfloat16, int8): recorded live and checked by the
     gate against the version's manifest. The model name is the same for every variant."""
@@ -58,7 +60,7 @@ def _labels(t: ServingTarget, role: str) -> dict[str, str]:
 
 
 def _s3_env(t: ServingTarget) -> list[Obj]:
-    env: list[Obj] = [{"name": "AWS_DEFAULT_REGION", "value": "us-east-1"}]
+    env: list[Obj] = [{"name": "AWS_DEFAULT_REGION", "value": t.region}]
     if t.endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": t.endpoint})
     if t.secret:
@@ -91,24 +93,29 @@ def _triton_container(t: ServingTarget, version_args: list[str], ready_path: str
             "initialDelaySeconds": 30,
             "periodSeconds": 10,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security(),
     }
 
 
-def _pod_spec(t: ServingTarget, container: Obj, volumes: list[Obj]) -> Obj:
+# Pod Security `restricted`, for every serving, canary and gate pod: these run in tenants' namespaces,
+# which may enforce it, and a refused pod would leave the rollout waiting for a canary that never comes.
+def container_security() -> Obj:
+    return {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _pod_spec(t: ServingTarget, containers: list[Obj], volumes: list[Obj]) -> Obj:
     spec: Obj = {
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
         # Triton drains in-flight requests on SIGTERM; give generation time to finish.
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        # Triton and the gate never call the API server: no token to steal from them.
+        "automountServiceAccountToken": False,
     }
-    if t.service_account:
+    if t.service_account:  # workload identity for the bucket, the same identity the run's pods use
         spec["serviceAccountName"] = t.service_account
     return spec
 
@@ -142,7 +149,7 @@ def build_serving_deployment(t: ServingTarget) -> Obj:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": _labels(t, ROLE_SERVING)},
-                "spec": _pod_spec(t, container, volumes),
+                "spec": _pod_spec(t, [container], volumes),
             },
         },
     }
@@ -181,7 +188,7 @@ def build_canary_deployment(t: ServingTarget, version: int, run: str) -> Obj:
             "replicas": 1,
             "selector": {"matchLabels": selector(t, ROLE_CANARY)},
             "strategy": {"type": "Recreate"},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(t, container, [])},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(t, [container], [])},
         },
     }
 
@@ -211,6 +218,8 @@ def build_gate_job(
     }
     if owner is not None:
         meta["ownerReferences"] = [owner]
+    gate: Obj = {"name": "gate", "image": trainer_image, "command": ["kiln-trainer", "gate"], "args": args,
+                 "env": _s3_env(t), "securityContext": container_security()}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -218,20 +227,7 @@ def build_gate_job(
         "spec": {
             "backoffLimit": 0,
             "ttlSecondsAfterFinished": 3600,
-            "template": {
-                "metadata": {"labels": dict(meta["labels"])},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "gate",
-                            "image": trainer_image,
-                            "command": ["kiln-trainer", "gate"],
-                            "args": args,
-                            "env": _s3_env(t),
-                        }
-                    ],
-                },
-            },
+            "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": {
+                **_pod_spec(t, [gate], []), "restartPolicy": "Never"}},
         },
     }
