@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from kiln_api import trainingrun as tr
+from kiln_api.childnames import name_rule
 from kiln_api.rules import rules_of
 from kiln_api.specfields import camel, constraints, field_docs, hints, to_dict, unwrap_optional
 
@@ -96,10 +97,12 @@ def field_schema(cls: type, f: dataclasses.Field[Any]) -> dict[str, Any]:
         schema["description"] = doc
     c = constraints(f)
     for key, value in (("minimum", c.minimum), ("maximum", c.maximum), ("pattern", c.pattern),
-                       ("maxLength", c.max_length), ("maxItems", c.max_items)):
+                       ("maxLength", c.max_length), ("maxItems", c.max_items), ("minItems", c.min_items)):
         if value is not None:
             schema[key] = int(value) if key in ("minimum", "maximum") and float(value).is_integer() \
                 and schema["type"] == "integer" else value
+    if c.exclusive_minimum:
+        schema["exclusiveMinimum"] = True
     if c.enum is not None:
         schema["enum"] = list(c.enum)
         schema.pop("maxLength", None)
@@ -208,6 +211,8 @@ def build_crd() -> dict[str, Any]:
                                 "status": status_schema(),
                             },
                             "required": ["spec"],
+                            # The API server checks only that a name is a DNS subdomain (253 chars).
+                            "x-kubernetes-validations": [name_rule()],
                         }
                     },
                 }

@@ -54,6 +54,9 @@ class Constraints:
     max_items: int | None = None
     min_items: int | None = None
     immutable: bool = False
+    exclusive_minimum: bool = False
+    """The minimum itself is refused (``> minimum``): a fraction like 0.01 as a bound would still let
+    values between 0 and it through, and 0 must never pass where the trainer divides by the value."""
 
 
 _MISSING: Any = dataclasses.MISSING
@@ -71,10 +74,12 @@ def knob(
     max_items: int | None = None,
     min_items: int | None = None,
     immutable: bool = False,
+    exclusive_minimum: bool = False,
 ) -> Any:
     """A dataclass field with schema constraints (they are checked by from_dict and emitted in the CRD)."""
     meta = {
-        "kiln": Constraints(minimum, maximum, enum, pattern, max_length, max_items, min_items, immutable),
+        "kiln": Constraints(minimum, maximum, enum, pattern, max_length, max_items, min_items, immutable,
+                             exclusive_minimum),
     }
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -125,14 +130,23 @@ def unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _matches(pattern: str, value: str) -> bool:
+    """``pattern`` as the API server (Go RE2) reads it: Python's ``$`` also matches before a final
+    newline, RE2's only at the very end, and a trailing newline must not pass here either."""
+    m = re.search(pattern, value)
+    return m is not None and (not pattern.endswith("$") or m.end() == len(value))
+
+
 def _check_constraints(path: str, value: Any, c: Constraints) -> None:
+    if c.minimum is not None and c.exclusive_minimum and value <= c.minimum:
+        raise SpecError(path, f"must be > {c.minimum:g}, got {value}")
     if c.minimum is not None and value < c.minimum:
         raise SpecError(path, f"must be >= {c.minimum:g}, got {value}")
     if c.maximum is not None and value > c.maximum:
         raise SpecError(path, f"must be <= {c.maximum:g}, got {value}")
     if c.enum is not None and value not in c.enum:
         raise SpecError(path, f"must be one of {', '.join(c.enum)}; got {value!r}")
-    if c.pattern is not None and not re.search(c.pattern, value):
+    if c.pattern is not None and not _matches(c.pattern, value):
         raise SpecError(path, f"must match {c.pattern}; got {value!r}")
     if c.max_length is not None and len(value) > c.max_length:
         raise SpecError(path, f"must be at most {c.max_length} characters")

@@ -47,6 +47,21 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 
+# Full patterns, not prefixes: these strings reach pod specs, env and shell-free argv, and a newline,
+# a blank or a `..` segment in them fails far from the field (or escapes the run's storage prefix).
+# Go's RE2 (the API server) and Python's re read them alike: no lookarounds, no backreferences.
+_SEGMENT = r"\.*[A-Za-z0-9_~=+-][A-Za-z0-9._~=+-]*"  # a path segment that is not '.' or '..'
+_GLOB_SEGMENT = r"\.*[A-Za-z0-9_~=+*?,{}\[\]-][A-Za-z0-9._~=+*?,{}\[\]-]*"  # the same, globs allowed
+_BUCKET = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
+_HOST = r"([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+_STORAGE_URI = rf"^s3://{_BUCKET}(/{_SEGMENT})*/?$"
+_SOURCE_URI = rf"^(s3://{_BUCKET}|file://|builtin://{_SEGMENT})(/{_GLOB_SEGMENT})*/?$"
+_ENDPOINT = rf"^https?://{_HOST}(:[0-9]{{1,5}})?(/{_SEGMENT})*/?$"
+_IMAGE_COMPONENT = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+_IMAGE = (rf"^({_HOST}(:[0-9]{{1,5}})?/)?{_IMAGE_COMPONENT}(/{_IMAGE_COMPONENT})*"
+          r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+_REGION = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
 
 @dataclass
 class SecretRef:
@@ -60,15 +75,15 @@ class SecretRef:
 class StorageSpec:
     """Where the run keeps datasets, checkpoints, metrics and exported models."""
 
-    uri: str = knob(pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", max_length=1024, immutable=True)
+    uri: str = knob(pattern=_STORAGE_URI, max_length=1024, immutable=True)
     """Root URI, s3://bucket/prefix; layout below it is fixed by kiln_api.s3layout."""
-    endpoint: str | None = knob(None, pattern=r"^https?://", max_length=512)
+    endpoint: str | None = knob(None, pattern=_ENDPOINT, max_length=512)
     """S3 endpoint for non-AWS stores (MinIO, Ceph); passed to pods as AWS_ENDPOINT_URL."""
     secret_ref: SecretRef | None = None
     """Credentials by Secret reference; the Secret must live in the run's namespace."""
     service_account_name: str | None = knob(None, pattern=_DNS_LABEL, max_length=253)
     """Workload identity instead of a Secret: pods run as this ServiceAccount (IRSA, GKE WI)."""
-    region: str = knob("us-east-1", max_length=64)
+    region: str = knob("us-east-1", pattern=_REGION, max_length=64)
     """Bucket region, passed as AWS_DEFAULT_REGION."""
 
 
@@ -76,13 +91,13 @@ class StorageSpec:
 class DataSource:
     """One input corpus (mapped to kiln_api.data_config.SourceSpec)."""
 
-    uri: str = knob(pattern=r"^(s3|file|builtin)://", max_length=1024)
+    uri: str = knob(pattern=_SOURCE_URI, max_length=1024)
     """Files to read: s3://bucket/prefix/*.jsonl, file:///abs/*.txt or builtin://tinycorpus/*; globs allowed."""
     format: str = knob("jsonl", enum=("txt", "jsonl", "parquet"))
     """File format; .gz and .zst are decompressed by suffix."""
     text_field: str = knob("text", max_length=128)
     """Key or column holding the document text (jsonl, parquet)."""
-    weight: float = knob(1.0, minimum=0.01, maximum=100.0)
+    weight: float = knob(1.0, minimum=0.0, exclusive_minimum=True, maximum=100.0)
     """Sampling weight: 0.5 keeps about half the documents, 2 repeats each twice."""
 
     RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({}) for r in dc.SourceSpec.RULES)
@@ -246,7 +261,7 @@ class Distillation:
     """TrainingRun (same namespace and storage) whose newest checkpoint is the teacher."""
     alpha: float = knob(0.5, minimum=0.0, maximum=1.0)
     """Weight of the distillation loss against the plain LM loss."""
-    temperature: float = knob(2.0, minimum=0.1)
+    temperature: float = knob(2.0, minimum=0.0, exclusive_minimum=True, maximum=100.0)
     """Softmax temperature for both models."""
 
 
@@ -373,7 +388,7 @@ class TrainingRunSpec:
     """Scale, budget and hyper-parameters (a step or token budget is required)."""
     data: DataSpec = knob(immutable=True)
     """Data sources and preparation; immutable once set."""
-    image: str = knob("ghcr.io/kiln-dev/kiln-trainer:0.1.0", max_length=512)
+    image: str = knob("ghcr.io/kiln-dev/kiln-trainer:0.1.0", pattern=_IMAGE, max_length=512)
     """Trainer image; runs kiln-trainer prepare|train|export."""
     model: ModelSpec = knob(factory=ModelSpec, immutable=True)
     """Network to train; immutable once set."""
