@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from kiln_api.train_config import TrainConfig
+from kiln_api.train_presets import VOCAB_SIZE
 from kiln_trainer.train.data import write_flat_dataset
 from kiln_trainer.train.loop import Hooks, TrainState
 from kiln_trainer.train.main import run_training
@@ -36,7 +37,7 @@ from kiln_trainer.train.model import flops_per_token
 from kiln_trainer.train.rehearsal import compile_preset, relocate, shrink_model
 
 ANCHOR_MFU = 0.40
-VOCAB = 50304  # the presets' vocabulary (the spec's tokenizer size decides the model's embedding rows)
+VOCAB = VOCAB_SIZE  # the presets' vocabulary (the spec's tokenizer size decides the model's embedding rows)
 
 
 class Done(Exception):

@@ -12,6 +12,9 @@ A field reaches DeepSpeed in three hops and keeps its name on the way, e.g.
 
 Rules the CRD cannot decide (a field left to the preset, the world size) are checked here with the
 same declarations the CRD's CEL comes from, on the resolved spec, so errors name spec fields.
+
+Where the compiler adapts a preset's value to the run instead of taking it as is (a warmup longer than
+the run allows), it says so in :attr:`CompiledRun.notes`; the operator emits each as an event on the run.
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ _CUSTOM_SHAPE: tuple[tuple[str, str], ...] = (
     ("model.custom.seq_len", "batch.seq_len"),
 )
 
+WARMUP_MAX_SHARE = 0.2
+"""A preset's warmup takes at most this share of the run's steps (the presets' 5000 needs 25,000 steps):
+a run that spends most of its budget below the peak learning rate learns little. A warmup the user
+wrote is the user's choice and only has to be shorter than the run (a declared rule)."""
+
 _PRECISION_FLAGS = {"fp32": (False, False), "bf16": (True, False), "fp16": (False, True)}
 
 
@@ -125,6 +133,8 @@ class CompiledRun:
     """Training ranks (pods × ranks per pod)."""
     raw: dict[str, dict[str, Any]]
     """The files' contents as plain data, by file name."""
+    notes: tuple[str, ...] = ()
+    """Where the compiler adapted a preset's value to this run, and why (the operator emits them as events)."""
 
     def files(self) -> dict[str, str]:
         """ConfigMap data: prepare.yaml, train.yaml and export.yaml."""
@@ -153,17 +163,51 @@ def base_config(spec: TrainingRunSpec) -> TrainConfig:
 
 def resolve_spec(spec: TrainingRunSpec, base: TrainConfig | None = None) -> TrainingRunSpec:
     """A copy of ``spec`` with each field left to the preset filled from it; rules are not checked here."""
+    return _resolve(spec, base)[0]
+
+
+def _resolve(spec: TrainingRunSpec, base: TrainConfig | None = None) -> tuple[TrainingRunSpec, list[str]]:
+    """:func:`resolve_spec` plus the notes on preset values adapted to the run."""
     base = base_config(spec) if base is None else base
     out = copy.deepcopy(spec)
     for spec_path, cfg_path in PRESET_FIELDS:
         if _get(out, spec_path) is None:
             _set(out, spec_path, _get(base, cfg_path))
+    notes = _fit_warmup(spec, out, base)
     t = out.training
     if t.precision is None:
         t.precision = next(k for k, v in _PRECISION_FLAGS.items() if v == (base.precision.bf16, base.precision.fp16))
     if t.early_stopping is None and base.early_stop.patience > 0:
         t.early_stopping = EarlyStopping(patience=base.early_stop.patience, min_delta=base.early_stop.min_delta)
-    return out
+    return out, notes
+
+
+def _step_budget(resolved: TrainingRunSpec, base: TrainConfig) -> tuple[int, str] | None:
+    """The run's optimizer steps and where that number comes from; None while the budget is unset."""
+    t = resolved.training
+    if t.max_steps is not None:
+        return t.max_steps, f"maxSteps={t.max_steps}"
+    if t.max_tokens is None or t.global_batch_size is None:
+        return None  # the declared rules name the missing field
+    per_step = t.global_batch_size * base.batch.seq_len
+    return -(-t.max_tokens // per_step), f"maxTokens={t.max_tokens} / ({t.global_batch_size} × {base.batch.seq_len})"
+
+
+def _fit_warmup(spec: TrainingRunSpec, resolved: TrainingRunSpec, base: TrainConfig) -> list[str]:
+    """Shorten a preset's warmup to WARMUP_MAX_SHARE of the run's steps; returns the note saying so."""
+    optimizer = resolved.training.optimizer
+    budget = _step_budget(resolved, base)
+    if spec.training.optimizer.warmup_steps is not None or budget is None or optimizer.warmup_steps is None:
+        return []
+    steps, source = budget
+    cap = int(steps * WARMUP_MAX_SHARE)
+    if optimizer.warmup_steps <= cap:
+        return []
+    note = (f"spec.training.optimizer.warmupSteps: {cap} instead of the preset's {optimizer.warmup_steps}, "
+            f"because the run has {steps} steps ({source}) and a preset's warmup takes at most "
+            f"{WARMUP_MAX_SHARE:.0%} of them; write warmupSteps to choose another")
+    optimizer.warmup_steps = cap
+    return [note]
 
 
 def _train_raw(spec: TrainingRunSpec, base: TrainConfig, layout: RunLayout, dataset_uri: str,
@@ -245,7 +289,7 @@ def compile_run(spec: TrainingRunSpec, identity: RunIdentity) -> CompiledRun:
         base = base_config(spec)
     except SpecError as e:
         raise SpecError(_spec_path(e.path), e.problem) from e
-    resolved = resolve_spec(spec, base)
+    resolved, notes = _resolve(spec, base)
     check_tree(resolved, "spec")  # the declared rules again, now that the preset's values are in
     layout = RunLayout.of(spec.storage.uri, identity.namespace, identity.name)
     prepare_raw = _prepare_raw(resolved, layout)
@@ -260,7 +304,7 @@ def compile_run(spec: TrainingRunSpec, identity: RunIdentity) -> CompiledRun:
     return CompiledRun(
         spec=resolved, prepare=prepare, train=train, export=ExportConfig.from_dict(export_raw),
         serving=_serving(resolved, layout), dataset_uri=dataset_uri, world_size=resolved.training.devices(),
-        raw={"prepare.yaml": prepare_raw, "train.yaml": train_raw, "export.yaml": export_raw},
+        raw={"prepare.yaml": prepare_raw, "train.yaml": train_raw, "export.yaml": export_raw}, notes=tuple(notes),
     )
 
 

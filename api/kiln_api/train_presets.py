@@ -26,6 +26,14 @@ from kiln_api.train_config import (
     ZeroConfig,
 )
 
+VOCAB_SIZE = 64_000
+"""The GPU presets' BPE vocabulary (also the tokenizer's): inside the 50k–100k a Chinese-first model
+wants (room for the common CJK characters as single pieces next to English and code), a multiple of
+128 for the embedding matmuls, and below 65,536 so token shards stay uint16."""
+
+WARMUP_STEPS = 5000
+"""The GPU presets' linear warmup; the compiler shortens it for a run too short for it (and says so)."""
+
 _RUN = "preset"
 _STORE = "file:///tmp/kiln"
 _DATA = "file:///tmp/kiln/data"
@@ -55,7 +63,7 @@ def _gpu(
         data=DataConfig(path=data_path),
         model=model,
         optim=OptimConfig(lr=lr, weight_decay=0.1),
-        schedule=ScheduleConfig(warmup_steps=2000, max_steps=None, max_tokens=20 * 10**9),
+        schedule=ScheduleConfig(warmup_steps=WARMUP_STEPS, max_steps=None, max_tokens=20 * 10**9),
         batch=BatchConfig(global_batch_size=256, micro_batch_size=micro, seq_len=model.max_seq_len),
         precision=PrecisionConfig(bf16=True),
         zero=ZeroConfig(stage=zero),
@@ -65,15 +73,15 @@ def _gpu(
 
 
 def gpt_125m(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA) -> TrainConfig:
-    """GPT-2 small shape (~124M with a 50k vocabulary), bf16 + ZeRO-2."""
-    model = ModelConfig(vocab_size=50304, d_model=768, n_layers=12, n_heads=12, max_seq_len=2048)
+    """GPT-2 small shape (~135M with the 64k vocabulary), bf16 + ZeRO-2."""
+    model = ModelConfig(vocab_size=VOCAB_SIZE, d_model=768, n_layers=12, n_heads=12, max_seq_len=2048)
     return _gpu(run, storage_uri, data_path, model, lr=6e-4, micro=16, zero=2)
 
 
 def gpt_1b(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA) -> TrainConfig:
     """~1.2B parameters (OLMo-1B-like shape), bf16 + ZeRO-2, activation checkpointing."""
     model = ModelConfig(
-        vocab_size=50304, d_model=2048, n_layers=16, n_heads=16, ffn_hidden=8192, max_seq_len=2048,
+        vocab_size=VOCAB_SIZE, d_model=2048, n_layers=16, n_heads=16, ffn_hidden=8192, max_seq_len=2048,
         activation_checkpointing=True,
     )
     return _gpu(run, storage_uri, data_path, model, lr=4e-4, micro=8, zero=2)
@@ -82,7 +90,7 @@ def gpt_1b(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA) -
 def gpt_7b(run: str = _RUN, storage_uri: str = _STORE, data_path: str = _DATA) -> TrainConfig:
     """Mistral-7B-like shape (grouped-query attention, 8 KV heads), bf16 + ZeRO-3, activation checkpointing."""
     model = ModelConfig(
-        vocab_size=50304,
+        vocab_size=VOCAB_SIZE,
         d_model=4096,
         n_layers=32,
         n_heads=32,

@@ -25,7 +25,7 @@ from kiln_operator.builders.indexed_job import build_headless_service, build_ind
 from kiln_operator.builders.prepare_job import build_prepare_job
 from kiln_operator.builders.pytorchjob import build_pytorchjob
 from kiln_operator.builders.rbac import build_rbac
-from kiln_operator.configmap import TRAINING_HASH, build_config_map, dataset_uri
+from kiln_operator.configmap import TRAINING_HASH, build_config_map, compiled, dataset_uri
 from kiln_operator.kube import Kube
 from kiln_operator.status import Transition, after_export
 
@@ -78,6 +78,8 @@ def step_pending(ctx: Ctx) -> Transition | None:
         return Transition("Failed", "PreflightFailed", explain(est))
     for obj in [*build_rbac(ctx.run), config_map]:
         _ensure(ctx, obj)
+    for note in compiled(ctx.run).notes:  # preset values the compiler adapted to this run, e.g. a shorter warmup
+        ctx.event("PresetAdjusted", note)
     layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
     ctx.status_patch["artifacts"] = {"dataset": dataset_uri(ctx.run), "checkpoints": layout.checkpoints()}
     return Transition("Preparing", "PreflightPassed", explain(est))

@@ -28,7 +28,8 @@ def spec_dict(preset: str, hardware: str, **training: Any) -> dict[str, Any]:
     raw = copy.deepcopy(doc["spec"])
     raw["data"] = {"sources": raw["data"]["sources"]}  # the tokenizer's vocabulary from the preset too
     raw["model"] = {"preset": preset}
-    raw["training"] = {**HARDWARE[hardware], "maxTokens": 10**9, **training}
+    # The GPU presets' own budget (20B tokens): long enough for their warmup except on gpt_7b's larger steps.
+    raw["training"] = {**HARDWARE[hardware], "maxTokens": 20 * 10**9, **training}
     raw.pop("serving")
     return raw
 

@@ -1,7 +1,7 @@
 """What the compiler emits for every preset on CPU, one GPU and 2 nodes × 8 GPUs, pinned by golden files.
 
-Each golden holds the compiled train.yaml and the DeepSpeed config the trainer derives from it for the
-run's world size, or the compiler's error where the preset cannot run on that hardware.
+Each golden holds the compiled train.yaml, the DeepSpeed config the trainer derives from it for the
+run's world size and the compiler's notes, or the compiler's error where the preset cannot run on that hardware.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def _outcome(preset: str, hardware: str) -> dict[str, Any]:
     train = run.raw["train.yaml"]
     # The dataset's content hash belongs to the data pipeline (and its version); pinned in its own tests.
     train["data"]["path"] = train["data"]["path"].rsplit("/", 1)[0] + "/<data-hash>"
-    return {"world_size": run.world_size, "train": train, "deepspeed": deepspeed_config(run.train, run.world_size)}
+    return {"world_size": run.world_size, "train": train, "deepspeed": deepspeed_config(run.train, run.world_size),
+            "notes": list(run.notes)}
 
 
 @pytest.mark.parametrize("hardware", sorted(HARDWARE))

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from compilekit import WHO, compile_dict, spec_dict
-from kiln_api.compiler import PRESET_FIELDS, compile_run, resolve_spec
+from kiln_api.compiler import PRESET_FIELDS, WARMUP_MAX_SHARE, compile_run, resolve_spec
 from kiln_api.specfields import SpecError, camel
-from kiln_api.train_presets import gpt_7b
+from kiln_api.train_presets import WARMUP_STEPS, gpt_7b
 from kiln_api.trainingrun import parse_spec
 from kiln_trainer.train.ds_config import deepspeed_config
 
@@ -19,7 +19,7 @@ def test_gpt_7b_trains_with_its_preset_not_the_crd_defaults() -> None:
     t, preset = run.train, gpt_7b()
     assert t.zero.stage == 3 and t.model.activation_checkpointing
     assert (t.batch.global_batch_size, t.batch.micro_batch_size, t.batch.seq_len) == (512, 1, 4096)
-    assert t.precision.bf16 and t.optim.lr == preset.optim.lr and t.schedule.warmup_steps == preset.schedule.warmup_steps
+    assert t.precision.bf16 and t.optim.lr == preset.optim.lr
     assert t.model == preset.model
     ds = deepspeed_config(t, run.world_size)
     assert ds["zero_optimization"]["stage"] == 3 and "activation_checkpointing" in ds
@@ -50,13 +50,33 @@ def test_every_preset_field_is_filled_and_overridable(spec_path: str, cfg_path: 
     assert _get(compile_dict(raw).train, cfg_path) == user_value
 
 
-def test_preset_rules_are_checked_on_the_resolved_spec() -> None:
-    raw = spec_dict("gpt_125m", "1gpu", maxTokens=None, maxSteps=100)  # the preset warms up for 2000 steps
+def test_preset_warmup_is_the_seed_s_where_the_budget_allows() -> None:
+    steps = int(WARMUP_STEPS / WARMUP_MAX_SHARE)  # 25,000: just long enough for the preset's warmup
+    run = compile_dict(spec_dict("gpt_125m", "1gpu", maxTokens=steps * 256 * 2048))
+    assert run.train.schedule.warmup_steps == WARMUP_STEPS and run.notes == ()
+    assert 50_000 <= run.train.model.vocab_size <= 100_000 and run.prepare.data.tokenizer.vocab_size == \
+        run.train.model.vocab_size
+
+
+def test_a_short_run_shortens_the_preset_warmup_and_says_why() -> None:
+    raw = spec_dict("gpt_125m", "1gpu", maxSteps=1000)
     del raw["training"]["maxTokens"]
-    spec = parse_spec(raw)  # the CRD cannot know the preset's warmup
-    with pytest.raises(SpecError, match=r"^spec.training.optimizer.warmupSteps: optimizer.warmupSteps=2000 must "
+    run = compile_dict(raw)  # the CRD cannot know the preset's warmup; the compiler fits it to the run
+    assert run.train.schedule.warmup_steps == 200 and run.spec.training.optimizer.warmup_steps == 200
+    assert run.notes == ("spec.training.optimizer.warmupSteps: 200 instead of the preset's 5000, because the run "
+                         "has 1000 steps (maxSteps=1000) and a preset's warmup takes at most 20% of them; write "
+                         "warmupSteps to choose another",)
+    raw["training"]["optimizer"] = {"warmupSteps": 600}  # the user's own value is kept, without a note
+    run = compile_dict(raw)
+    assert run.train.schedule.warmup_steps == 600 and run.notes == ()
+
+
+def test_preset_rules_are_checked_on_the_resolved_spec() -> None:
+    raw = spec_dict("gpt_125m", "1gpu", maxTokens=None, maxSteps=100, optimizer={"warmupSteps": 100})
+    del raw["training"]["maxTokens"]
+    with pytest.raises(SpecError, match=r"^spec.training.optimizer.warmupSteps: optimizer.warmupSteps=100 must "
                                         r"be fewer than maxSteps=100"):
-        compile_run(spec, WHO)
+        compile_run(parse_spec(raw), WHO)
     raw["training"]["zero"] = {"stage": 0}  # bf16 from the preset needs ZeRO >= 1
     raw["training"]["optimizer"] = {"warmupSteps": 10}
     with pytest.raises(SpecError, match=r"^spec.training.precision: needs zero.stage=0 >= 1"):

@@ -131,15 +131,15 @@ def test_edit_breaking_a_preset_rule_is_rejected_and_the_run_goes_on(
         fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:
     kube, posted = fake
     spec = copy.deepcopy(load_example("tiny.yaml")["spec"])
-    del spec["training"]["optimizer"]["warmupSteps"]  # the preset's 5 steps
+    del spec["training"]["zero"]  # the preset's ZeRO stage 0
     status = _training(kube, spec)
     before = copy.deepcopy(kube.objs[("ConfigMap", "tiny-config")])
-    spec["training"]["maxSteps"] = 4  # fewer than the preset's warmup: only the compiler can tell
+    spec["training"]["precision"] = "bf16"  # needs ZeRO >= 1: only the compiler knows the preset's stage
     _call(spec, status, generation=3)
     assert kube.objs[("ConfigMap", "tiny-config")] == before
     assert "deletionTimestamp" not in kube.objs[("PyTorchJob", "tiny-train")]["metadata"]
     rejected = [m for r, m in posted if r == "SpecRejected"]
-    assert rejected and rejected[0].startswith("spec.training.optimizer.warmupSteps: ")
+    assert rejected and rejected[0].startswith("spec.training.precision: ")
 
 
 def test_preset_rule_fails_a_new_run_at_pending_with_the_field(fake: tuple[FakeKube, list[tuple[str, str]]]) -> None:

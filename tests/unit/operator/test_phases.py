@@ -162,3 +162,15 @@ def test_child_owned_by_another_run_is_not_taken(driver: Driver) -> None:
                                                               "ownerReferences": [{"uid": "someone-else"}]}}
     with pytest.raises(AdoptionConflict):
         driver.tick()
+
+
+def test_pending_emits_the_compiler_notes_as_events(driver: Driver) -> None:
+    # The tiny preset warms up for 5 steps; a 10-step run with no warmup of its own gets 2, and an event says why.
+    t = driver.run.spec.training
+    training = replace(t, max_steps=10, optimizer=replace(t.optimizer, warmup_steps=None))
+    driver.run = replace(driver.run, spec=replace(driver.run.spec, training=training))
+    assert driver.tick() == "Preparing"
+    notes = [e for e in driver.events if e.startswith("PresetAdjusted: ")]
+    assert notes == ["PresetAdjusted: spec.training.optimizer.warmupSteps: 2 instead of the preset's 5, because the "
+                     "run has 10 steps (maxSteps=10) and a preset's warmup takes at most 20% of them; write "
+                     "warmupSteps to choose another"]

@@ -46,7 +46,7 @@ def preset_spec_dict(preset: str, *, nodes: int, gpus_per_node: int, max_steps: 
         data["tokenizer"]["vocabSize"] = vocab_size
     training: dict[str, Any] = {
         "nodes": nodes, "gpusPerNode": gpus_per_node, "accelerator": "nvidia-h100-80gb", "maxSteps": max_steps,
-        # The presets warm up for 2000 steps; a short budget needs a shorter warmup (a user-written field).
+        # The presets warm up for 5000 steps; a short budget needs a shorter warmup (a user-written field).
         "optimizer": {"warmupSteps": 1},
     }
     if checkpoint_every is not None:
