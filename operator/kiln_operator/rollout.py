@@ -63,8 +63,11 @@ def model_name(run: Run) -> str:
 def exported_version(ctx: Ctx) -> int | None:
     """The version the export Job published, from status or else from the Job's result line."""
     uri = str((ctx.status.get("artifacts") or {}).get("modelVersion") or "")
-    tail = uri.rstrip("/").rsplit("/", 1)[-1]
-    if tail.isdigit():
+    layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
+    # Only `<repository>/<model>/<N>` names a version: the Exporting step records `<repository>/<run>`,
+    # whose tail is a number when the run's name is (a run named `3` must not roll out version 3).
+    head, _, tail = uri.rstrip("/").rpartition("/")
+    if head == f"{layout.model_repository()}/{model_name(ctx.run)}" and tail.isdigit():
         return int(tail)
     pods = ctx.kube.list("v1", "Pod", ctx.run.namespace, f"job-name={child_name(ctx.run, 'export')}")
     for pod in pods:
@@ -73,7 +76,6 @@ def exported_version(ctx: Ctx) -> int | None:
             if result is None:
                 continue
             version = int(result["version"])
-            layout = RunLayout.of(ctx.run.spec.storage.uri, ctx.run.namespace, ctx.run.name)
             artifacts = dict(ctx.status.get("artifacts") or {})
             artifacts["modelVersion"] = f"{layout.model_repository()}/{model_name(ctx.run)}/{version}"
             ctx.status_patch["artifacts"] = artifacts

@@ -74,11 +74,45 @@ def _serves(ip: str, model: str, version: int) -> bool:
         return False
 
 
+def kiln_manages(obj: dict[str, Any], t: b.ServingTarget) -> bool:
+    """Whether `obj` is one of target `t`'s objects, as the builders label them. The target outlives
+    runs, so these carry no owner reference: the labels are the only mark of ownership."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return labels.get("app.kubernetes.io/part-of") == "kiln" and labels.get("kiln.dev/serving-target") == t.name
+
+
+def target_conflict(kube: KubeLike, t: b.ServingTarget) -> str:
+    """The first object under one of the target's names that kiln does not manage, named; else ""."""
+    for (api_version, kind), name in ((DEPLOY, t.name), (SERVICE, t.name), (CONFIGMAP, f"{t.name}-serving"),
+                                      (DEPLOY, f"{t.name}-canary")):
+        obj = kube.get(api_version, kind, t.namespace, name)
+        if obj is not None and not kiln_manages(obj, t):
+            return (f"{kind} {t.namespace}/{name} exists but is not managed by kiln (labels "
+                    f"app.kubernetes.io/part-of=kiln, kiln.dev/serving-target={t.name} missing); "
+                    "choose another serving target or remove that object")
+    return ""
+
+
+def _delete_canary(kube: KubeLike, t: b.ServingTarget) -> None:
+    """Delete the canary only if it is kiln's (re-read: it may have been replaced since observe)."""
+    canary = kube.get(*DEPLOY, t.namespace, f"{t.name}-canary")
+    if canary is not None and kiln_manages(canary, t):
+        kube.delete(*DEPLOY, t.namespace, f"{t.name}-canary")
+
+
+def _owned_by(obj: dict[str, Any], owner: dict[str, Any] | None) -> bool:
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return owner is None or any(r.get("uid") == owner.get("uid") for r in refs)
+
+
 def _gate_state(kube: KubeLike, req: RolloutRequest) -> tuple[str | None, str]:
     ns, name = req.target.namespace, f"{req.run}-gate-v{req.version}"
     job = kube.get(*JOB, ns, name)
     if job is None:
         return None, ""
+    if not _owned_by(job, req.owner):
+        # A Job someone else made under the gate's name must never count as a passed gate.
+        return "Conflict", f"Job {ns}/{name} exists and is not owned by run {req.run}"
     st = job.get("status") or {}
     if st.get("succeeded"):
         return "Succeeded", ""
@@ -127,6 +161,7 @@ def observe(kube: KubeLike, req: RolloutRequest) -> Observed:
         serving_pods=serving, serving_replicas=t.replicas, canary_version=canary_version,
         canary_pod=canary_pods[0] if canary_pods else None, gate=gate, gate_message=gate_msg,
         elapsed_s=req.elapsed_s,
+        conflict=target_conflict(kube, t) or (gate_msg if gate == "Conflict" else ""),
     )
 
 
@@ -135,7 +170,7 @@ def execute(kube: KubeLike, req: RolloutRequest, o: Observed, d: Decision) -> De
     t, ns = req.target, req.target.namespace
     if d.step is Step.ENSURE_CANARY:
         if o.canary_version is not None and o.canary_version != req.version:
-            kube.delete(*DEPLOY, ns, f"{t.name}-canary")
+            _delete_canary(kube, t)
         else:
             kube.create_or_adopt(b.build_canary_deployment(t, req.version, req.run))
     elif d.step is Step.START_GATE:
@@ -156,7 +191,7 @@ def execute(kube: KubeLike, req: RolloutRequest, o: Observed, d: Decision) -> De
             LIVE_VERSION: str(req.version), LIVE_RUN: req.run}}})
         kube.patch(*CONFIGMAP, ns, f"{t.name}-serving", {"data": {"run": req.run, "variant": t.variant}})
     elif d.step in (Step.CLEANUP, Step.FAIL):
-        kube.delete(*DEPLOY, ns, f"{t.name}-canary")
+        _delete_canary(kube, t)
     return d
 
 
@@ -179,7 +214,7 @@ def _swap(kube: KubeLike, req: RolloutRequest, o: Observed) -> Decision:
                     promote_pod(f"{ip}:{b.HTTP_PORT}", t.model, o.live_version)
                 except PromoteError as again:
                     log.error("reverting %s failed: %s", ip, again)
-        kube.delete(*DEPLOY, ns, f"{t.name}-canary")
+        _delete_canary(kube, t)
         return Decision(Step.FAIL, "PromoteFailed", str(e))
     return Decision(Step.SWAP_VERSION)
 

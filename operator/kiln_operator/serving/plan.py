@@ -64,6 +64,8 @@ class Observed:
     """Model repository the run exported to."""
     serving_repository: str | None = None
     """Repository the existing target reads (its live ConfigMap); None when there is no target."""
+    conflict: str = ""
+    """An object the rollout would adopt or delete exists but is not kiln's (names it); else empty."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ _FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigErro
 
 
 def plan(o: Observed) -> Decision:
+    if o.conflict:
+        # Someone else's object under a name the target needs: never adopt it, never delete it.
+        return Decision(Step.FAIL, "OwnershipConflict", o.conflict)
     if o.serving_repository and o.repository and o.serving_repository != o.repository:
         # Version numbers only mean something inside one repository: never swap across them.
         return Decision(Step.FAIL, "RepositoryMismatch",
