@@ -171,7 +171,8 @@ def bench_encode(docs: list[str], work: Path) -> dict[str, float]:
     pool = CORES - 1 if CORES >= 3 else 0
     print(f"  (kiln with workers=1: {mb / t_serial:.2f} MB/s; workers={CORES} means {pool} pool processes "
           "beside the parent that reads and writes: no pool below 3)")
-    print(f"  -> throughput ratio kiln/HF = {r_hf:.2f}x (goal >= 1.0), kiln/tiktoken = {r_tk:.2f}x (goal >= 0.6)")
+    print(f"  -> throughput ratio kiln/HF = {r_hf:.2f}x (goal >= 1.0), kiln/tiktoken = {r_tk:.2f}x "
+          "(threads differ here; the same-thread comparison with its goal is bench/bench_tokenize.py)")
     return {"encode_kiln_mbs": mb / t_kiln, "encode_kiln_serial_mbs": mb / t_serial, "encode_hf_mbs": mb / t_hf, "encode_tiktoken_mbs": mb / t_tk,
             "encode_ratio_hf": r_hf, "encode_ratio_tiktoken": r_tk}
 

@@ -110,3 +110,21 @@ def test_encode_all_pool_equals_in_process(model: Path) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(serial, pooled, strict=True))
     sp = load(model)
     assert serial[200].tolist() == sp.encode(texts[200]) + [EOS_ID] and serial[200].dtype == np.uint16
+
+
+def test_encode_packed_equals_sentencepiece_with_eos(model: Path) -> None:
+    """The packed path (word tokens cached as bytes of the shard dtype) gives sp.encode + EOS per text."""
+    import numpy as np
+    from kiln_trainer.data.pack import WordCachedEncoder
+
+    sp = load(model)
+    enc = WordCachedEncoder(str(model))
+    rng = random.Random(3)
+    texts = [tinycorpus.paragraph(rng, lang) for lang in ("en", "zh") for _ in range(30)]
+    texts += ["", " ", "  leading", "trailing  ", "a  b   c", "龘" * 60 + " long", "\0 starts with NUL", "end  "]
+    want = [sp.encode(t) + [EOS_ID] for t in texts]
+    for dtype in ("<u2", "<u4", "<u2"):  # a dtype change must not reuse the other dtype's cached bytes
+        flat, lengths = enc.encode_packed(texts, np.dtype(dtype), EOS_ID)
+        assert flat.dtype == np.dtype(dtype)
+        assert lengths.tolist() == [len(w) for w in want]
+        assert flat.tolist() == [t for w in want for t in w]

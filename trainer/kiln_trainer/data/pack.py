@@ -8,7 +8,6 @@ spool is then cut at document boundaries into `num_shards` files of about equal 
 from __future__ import annotations
 
 import multiprocessing as mp
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,93 +16,7 @@ import numpy as np
 import xxhash
 
 from kiln_trainer.data.tokenizer import EOS_ID
-
-_WORD_START = re.compile(r"(?<=[^ ])(?= )")
-
-
-class WordCachedEncoder:
-    """SentencePiece encoding with a per-word cache; gives exactly `sp.encode(text)`.
-
-    Why exact: with identity normalisation, a dummy prefix and `allow_whitespace_only_pieces=True`
-    (see tokenizer.py), SentencePiece cuts its input into words before every space that follows a
-    non-space (a run of spaces stays with the word after it, so indentation gets pieces like "▁▁▁▁")
-    and no piece crosses a cut. So encode(text) is the concatenation of the encodings of those words,
-    where every word is encoded without its first space (the dummy prefix stands in for it; the
-    first word gets a space prepended for that) and a lone trailing space is the "▁" piece. Natural
-    text repeats its words, so most are cache hits; the misses of a chunk go to SentencePiece in one
-    batch call. Tests compare against
-    `sp.encode` on English, Chinese, code and odd whitespace.
-    """
-
-    MAX_WORD = 48  # longer "words" (e.g. Chinese runs without spaces) are encoded, not cached
-    MAX_ENTRIES = 2_000_000
-
-    def __init__(self, model_path: str) -> None:
-        import sentencepiece as spm
-
-        self.sp = spm.SentencePieceProcessor(model_file=model_path)
-        a = self.sp.encode("a")
-        # Keys are words with their leading space; the lone space (trailing "▁") is the only one whose
-        # encoding is not encode(key[1:]).
-        self._space = self.sp.encode("a ")[len(a):]
-        self.cache: dict[str, list[int]] = {" ": self._space}
-
-    @staticmethod
-    def words(text: str) -> list[str]:
-        """The cache keys of a text: its SentencePiece words, each with one leading space. The first
-        word gets one too, which is exactly what the dummy prefix does to it."""
-        return _WORD_START.split(" " + text)
-
-    def _fill(self, groups: list[list[str]]) -> list[str]:
-        """Encode the words of `groups` that are not cached yet (one batch call); returns them."""
-        misses = sorted({w for words in groups for w in words if w not in self.cache})
-        if misses:
-            encoded = self.sp.encode([w[1:] for w in misses], out_type=int, num_threads=1)
-            self.cache.update(zip(misses, encoded, strict=True))
-        return misses
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        # Text with few spaces (Chinese, Japanese) has no reusable words: SentencePiece directly.
-        direct = [i for i, t in enumerate(texts) if t.count(" ") * 12 < len(t)]
-        out: list[list[int]] = [[] for _ in texts]
-        if direct:
-            for i, ids in zip(direct, self.sp.encode([texts[i] for i in direct], out_type=int, num_threads=1),
-                              strict=True):
-                out[i] = ids
-        chosen = set(direct)
-        cache = self.cache
-        if len(cache) > self.MAX_ENTRIES:
-            cache.clear()
-            cache[" "] = self._space
-        get = cache.get
-        pending: list[tuple[int, list[str]]] = []
-        # One pass that assumes every word is cached (the common case once warm); a document with a
-        # miss is redone after the misses of the whole batch were encoded in one call.
-        for i, text in enumerate(texts):
-            if i in chosen or not text:
-                continue
-            words = self.words(text)
-            acc: list[int] = []
-            for w in words:
-                ids = get(w)
-                if ids is None:
-                    pending.append((i, words))
-                    break
-                acc += ids
-            else:
-                out[i] = acc
-        if pending:
-            misses = self._fill([words for _, words in pending])
-            for i, words in pending:
-                acc = []
-                for w in words:
-                    acc += cache[w]
-                out[i] = acc
-            for w in misses:
-                if len(w) > self.MAX_WORD:
-                    del cache[w]
-        return out
-
+from kiln_trainer.data.wordcache import WordCachedEncoder
 
 _ENC: WordCachedEncoder | None = None
 
@@ -121,13 +34,7 @@ def _encode_chunk(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """All documents of a chunk as one array of the shard dtype (EOS after each) plus their lengths.
     Converted here, in the worker, so the parent only writes bytes (and half as many cross the pipe)."""
     assert _ENC is not None  # set by _init_worker
-    ids = _ENC.encode_batch(texts)
-    joined: list[int] = []
-    for x in ids:
-        joined += x
-        joined.append(EOS_ID)
-    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-    return np.array(joined, dtype=_DTYPE), lengths
+    return _ENC.encode_packed(texts, _DTYPE, EOS_ID)
 
 
 def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
