@@ -63,6 +63,8 @@ SPEC_ONLY_FIELDS: tuple[tuple[str, str], ...] = (
     ("training.max_tokens", "schedule.max_tokens"),
     ("training.seed", "seed"),
     ("training.seed", "data.seed"),
+    ("training.parallelism.pipeline", "parallel.pipeline"),
+    ("training.parallelism.tensor", "parallel.tensor"),
 )
 
 _CUSTOM_SHAPE: tuple[tuple[str, str], ...] = (

@@ -19,6 +19,15 @@ The logits add 4·s·b·V bytes (fp32 for the loss). A fixed framework overhead 
 context and allocator slack.
 
 FLOPs = 6·N·tokens (Kaplan et al.); time = FLOPs / (devices × peak × MFU).
+
+Model parallelism (spec.training.parallelism, P pipeline stages × T tensor ranks): each device holds
+about Ψ/(P·T) of the model (the embedding is on the first stage and replicated across tensor ranks:
+the estimate ignores that skew) and ZeRO partitions over the N_d = devices/(P·T) data-parallel
+replicas only. Tensor parallelism splits the per-layer activations to s·b·h·(10 + 24/T) (+ scores/T;
+Korthikanti et al. Eq. 2, no sequence parallelism). With 1F1B a pipeline's first stage keeps P
+micro-batches of its L/P layers in flight, i.e. about as much as one micro-batch of all L layers.
+The pipeline bubble idles a fraction (P−1)/(m+P−1) of each step with m micro-batches per step
+(GPipe/1F1B); the time estimate divides by 1 − bubble.
 """
 
 from __future__ import annotations
@@ -127,7 +136,7 @@ def model_state_bytes(psi: int, precision: str, zero: ZeroSpec, devices: int) ->
     return params, grads, opt, host
 
 
-def activation_bytes(shape: Shape, micro_batch: int, checkpointing: bool) -> int:
+def activation_bytes(shape: Shape, micro_batch: int, checkpointing: bool, tensor: int = 1) -> int:
     """Activation memory of one micro-batch (Korthikanti et al., 16-bit, no sequence parallelism).
 
     The 5·a·s²·b term is the attention scores, softmax and its dropout mask. The 'gpt' block runs
@@ -136,18 +145,34 @@ def activation_bytes(shape: Shape, micro_batch: int, checkpointing: bool) -> int
     m = shape.model
     s, b, h, a = shape.seq_len, micro_batch, m.d_model, m.n_heads
     scores = 5 * a * s * s * b if m.arch == "classic" else 0
-    per_layer = s * b * h * 34 + scores
+    # 10·sbh stays whole on every tensor rank (norm inputs, residual, dropout masks); 24·sbh is split.
+    per_layer = (s * b * h * (10 * tensor + 24) + scores) // tensor
     logits = 4 * s * b * m.vocab_size
     if checkpointing:
         return m.n_layers * 2 * s * b * h + per_layer + logits
     return m.n_layers * per_layer + logits
 
 
+def model_parallel(t: TrainingSpec) -> int:
+    """Ranks one model replica spans (pipeline × tensor)."""
+    return t.parallelism.pipeline * t.parallelism.tensor
+
+
+def bubble_fraction(t: TrainingSpec) -> float:
+    """Share of a pipelined step the stages sit idle: (P−1)/(m+P−1), m micro-batches per step."""
+    p = t.parallelism.pipeline
+    replicas = max(t.devices() // model_parallel(t), 1)
+    micro = max(_set(t.global_batch_size, "globalBatchSize") // (_set(t.micro_batch_size, "microBatchSize")
+                                                                 * replicas), 1)
+    return (p - 1) / (micro + p - 1)
+
+
 def memory_per_device(m: Shape, t: TrainingSpec) -> MemoryBreakdown:
-    params, grads, opt, host = model_state_bytes(param_count(m.model), _set(t.precision, "precision"), t.zero,
-                                                 t.devices())
+    mp = model_parallel(t)
+    params, grads, opt, host = model_state_bytes(-(-param_count(m.model) // mp), _set(t.precision, "precision"),
+                                                 t.zero, max(t.devices() // mp, 1))
     acts = activation_bytes(m, _set(t.micro_batch_size, "microBatchSize"),
-                            _set(t.activation_checkpointing, "activationCheckpointing"))
+                            _set(t.activation_checkpointing, "activationCheckpointing"), t.parallelism.tensor)
     return MemoryBreakdown(params, grads, opt, acts, FRAMEWORK_OVERHEAD_BYTES, host)
 
 
@@ -191,6 +216,8 @@ class Estimate:
 
     cpu: bool = False
     """CPU training: "host" and "device" are the same memory, so offloaded bytes still count."""
+    bubble: float = 0.0
+    """Share of each step a pipeline's stages idle (0 without pipeline parallelism); in ``hours``."""
 
     @property
     def needed(self) -> int:
@@ -255,14 +282,15 @@ def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU) -> Estimate:
     tokens = _tokens(m, t)
     flops = 6.0 * psi * tokens
     acc = ACCELERATORS[t.accelerator]
-    hours = flops / (t.devices() * acc.peak_flops * mfu) / 3600.0
+    bubble = bubble_fraction(t)
+    hours = flops / (t.devices() * acc.peak_flops * mfu) / (1.0 - bubble) / 3600.0
     price = spec.budget.price_per_gpu_hour if spec.budget.price_per_gpu_hour is not None else acc.price_per_hour
     device_hours = hours * t.devices()
     fits = _needed(m, t) <= available
     return Estimate(
         params=psi, memory=mem, device_memory=available, tokens=tokens, flops=flops, hours=hours,
         device_hours=device_hours, cost=device_hours * price,
-        suggestion="" if fits else suggest(m, t, available), cpu=t.gpus_per_node == 0,
+        suggestion="" if fits else suggest(m, t, available), cpu=t.gpus_per_node == 0, bubble=bubble,
     )
 
 
@@ -291,6 +319,7 @@ def table(e: Estimate) -> list[tuple[str, str]]:
         ("fits", "yes" if e.fits else f"no: {e.suggestion}"),
         ("tokens", f"{e.tokens:,}"),
         ("FLOPs (6N·tokens)", f"{e.flops:.3g}"),
+        ("pipeline bubble", f"{e.bubble:.0%} of each step"),
         ("time", f"{e.hours:.2f} h"),
         ("device-hours", f"{e.device_hours:.2f}"),
         ("cost", f"${e.cost:,.2f}"),

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from kiln_api.rules import F, Rule, all_of, check_rules, has, implies, lit, not_
+from kiln_api.rules import F, Rule, all_of, any_of, check_rules, has, implies, lit, not_
 from kiln_api.specfields import SpecError
 from kiln_api.specfields import hints as type_hints
 
@@ -224,6 +224,75 @@ class BatchConfig:
         for name in ("global_batch_size", "micro_batch_size", "seq_len"):
             _positive(f"batch.{name}", getattr(self, name))
         check_rules(self, "batch")
+
+
+WORLD_RULE = Rule(
+    F.world_size % (F.pipeline * F.tensor) == 0, "world_size",
+    "{world_size} ranks do not split into data-parallel groups of {pipeline} pipeline stages × {tensor} tensor ranks",
+)
+"""The one world rule: ranks = data parallel × pipeline × tensor."""
+
+
+@dataclass(frozen=True)
+class ParallelShape:
+    """How a world of ranks is laid out: data-parallel replicas of a pipeline × tensor model."""
+
+    world_size: int
+    """All ranks (pods × processes per pod)."""
+    pipeline: int
+    """Pipeline stages."""
+    tensor: int
+    """Tensor-parallel ranks per stage."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (WORLD_RULE,)
+
+    def data_parallel(self) -> int:
+        """Data-parallel replicas (raises SpecError when the world does not split)."""
+        check_rules(self, "parallel")
+        return self.world_size // (self.pipeline * self.tensor)
+
+
+@dataclass
+class ParallelConfig:
+    """Model parallelism; the ranks left over (world / (pipeline × tensor)) are data parallel."""
+
+    pipeline: int = 1
+    """Pipeline stages (DeepSpeed's pipeline engine); the layers are split across them by parameter count."""
+    tensor: int = 1
+    """Tensor-parallel ranks: each GPT block's attention heads and MLP width are split across them."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        # Both at once needs DeepSpeed's pipe grid to carry a tensor axis through our layers: not built yet.
+        Rule(any_of(F.pipeline == 1, F.tensor == 1), "tensor",
+             "{pipeline} > 1 together with {tensor} > 1 is not supported yet; use one of them"),
+    )
+
+    def __post_init__(self) -> None:
+        _positive("parallel.pipeline", self.pipeline)
+        _positive("parallel.tensor", self.tensor)
+        check_rules(self, "parallel")
+
+
+PARALLEL_MODEL_RULES: tuple[Rule, ...] = (
+    Rule(F.model.n_layers >= F.parallel.pipeline, "parallel.pipeline",
+         "{parallel.pipeline} stages need at least as many layers, got {model.n_layers}"),
+    Rule(F.model.n_heads % F.parallel.tensor == 0, "parallel.tensor",
+         "{model.n_heads} is not divisible by {parallel.tensor}"),
+    Rule(implies(has(F.model.n_kv_heads), F.model.n_kv_heads % F.parallel.tensor == 0), "parallel.tensor",
+         "{model.n_kv_heads} is not divisible by {parallel.tensor}"),
+)
+"""What a model needs to be split: declared over TrainConfig, projected onto a custom shape in the spec."""
+
+PARALLEL_NEEDS_GPT = Rule(
+    # The pipeline stages and tensor-parallel layers are built from the GPT block only.
+    implies(F.parallel.pipeline * F.parallel.tensor > 1, F.model.arch == "gpt"), "model.arch",
+    "{parallel.pipeline} × {parallel.tensor} model parallelism needs arch 'gpt', got {model.arch}",
+)
+PARALLEL_NO_DISTILL = Rule(
+    # The teacher's logits would have to meet the student's on the last stage / every tensor rank.
+    implies(has(F.distill.teacher), F.parallel.pipeline * F.parallel.tensor == 1), "parallel.pipeline",
+    "distillation runs data parallel only: {parallel.pipeline} × {parallel.tensor} must be 1",
+)
 
 
 @dataclass
@@ -458,6 +527,8 @@ class TrainConfig:
     """Fault handling."""
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     """Metric sinks."""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """Pipeline and tensor parallelism (default: data parallel only)."""
     seed: int = 0
     """Seed of model initialisation and masking."""
 
@@ -471,11 +542,17 @@ class TrainConfig:
     RULES: ClassVar[tuple[Rule, ...]] = (
         BF16_NEEDS_ZERO,
         Rule(F.batch.seq_len <= F.model.max_seq_len, "batch.seq_len", "{batch.seq_len} is longer than {model.max_seq_len}"),
+        *PARALLEL_MODEL_RULES, PARALLEL_NEEDS_GPT, PARALLEL_NO_DISTILL,
     )
+
+    def data_parallel(self, world_size: int) -> int:
+        """Data-parallel replicas in a world of ``world_size`` ranks (raises SpecError if it does not split)."""
+        return ParallelShape(world_size, self.parallel.pipeline, self.parallel.tensor).data_parallel()
 
     def check_world(self, world_size: int) -> int:
         """Validate against the world size; returns the gradient accumulation steps."""
-        return BatchShape(self.batch.global_batch_size, self.batch.micro_batch_size, world_size).accumulation_steps()
+        dp = self.data_parallel(world_size)
+        return BatchShape(self.batch.global_batch_size, self.batch.micro_batch_size, dp).accumulation_steps()
 
     def check_data(self, vocab_size: int, mask_id: int | None) -> None:
         """Validate against the dataset's tokenizer (from its manifest)."""
@@ -510,6 +587,8 @@ class TrainConfig:
             "data_seed": self.data.seed,
             "zero_stage": self.zero.stage,
         }
+        if self.parallel != ParallelConfig():  # data-parallel runs keep the hash their checkpoints carry
+            keep["parallel"] = dataclasses.asdict(self.parallel)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -276,6 +276,25 @@ class CheckpointSpec:
 
 
 @dataclass
+class ParallelismSpec:
+    """Model parallelism; the ranks left over are data parallel (ranks = data × pipeline × tensor)."""
+
+    pipeline: int = knob(1, minimum=1, maximum=64)
+    """Pipeline stages: the layers are split across this many ranks by parameter count (DeepSpeed's pipeline
+    engine; micro-batches flow through the stages; ZeRO stage at most 1)."""
+    tensor: int = knob(1, minimum=1, maximum=64)
+    """Tensor-parallel ranks: each block's attention heads and MLP width are split across them; heads and
+    kvHeads must be divisible by it."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(r.onto({}) for r in tc.ParallelConfig.RULES)
+
+
+# Ranks of the gang: pods × processes per pod (one per GPU, or 1 on CPU, unless processesPerNode says).
+_WORLD = F.nodes * if_(has(F.processes_per_node), F.processes_per_node, if_(F.gpus_per_node > 0, F.gpus_per_node, 1))
+_MODEL_PARALLEL = F.parallelism.pipeline * F.parallelism.tensor
+
+
+@dataclass
 class TrainingSpec:
     """How to train: scale, budget, precision, optimizer, checkpoints, restarts.
 
@@ -310,6 +329,8 @@ class TrainingSpec:
     """DeepSpeed ZeRO settings."""
     activation_checkpointing: bool | None = None
     """Recompute activations in the backward pass to save memory. Default: the preset's."""
+    parallelism: ParallelismSpec = knob(factory=ParallelismSpec, immutable=True)
+    """Pipeline and tensor parallelism; default none (data parallel over every rank)."""
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     """Optimizer and schedule."""
     early_stopping: EarlyStopping | None = None
@@ -334,13 +355,17 @@ class TrainingSpec:
         return self.processes_per_node or max(self.gpus_per_node, 1)
 
     def devices(self) -> int:
-        """Data-parallel world size: pods × ranks per pod."""
+        """All ranks: pods × ranks per pod (= data parallel × pipeline × tensor)."""
         return self.nodes * self.procs_per_node()
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         *(r.onto({}) for r in tc.ScheduleConfig.RULES),
-        tc.BATCH_RULE.onto({"world_size": F.nodes * if_(
-            has(F.processes_per_node), F.processes_per_node, if_(F.gpus_per_node > 0, F.gpus_per_node, 1))}),
+        tc.WORLD_RULE.onto({"world_size": _WORLD, "pipeline": F.parallelism.pipeline, "tensor": F.parallelism.tensor},
+                           field=F.parallelism),
+        # The batch divides over the data-parallel replicas only (pipeline and tensor ranks share a batch);
+        # a world that does not split is the world rule's error, so the batch rule then counts one replica.
+        tc.BATCH_RULE.onto({"world_size": if_(_WORLD % _MODEL_PARALLEL == 0, _WORLD // _MODEL_PARALLEL, 1)}),
+        tc.PARALLEL_NO_DISTILL.onto({"distill.teacher": F.distillation, "parallel": F.parallelism}),
         tc.BF16_NEEDS_ZERO.onto({"precision.bf16": F.precision == "bf16"}, field=F.precision),
         Rule((F.gpus_per_node == 0) == (F.accelerator == "cpu"), "accelerator",
              "{accelerator} must be cpu exactly when {gpus_per_node} is 0"),
@@ -404,6 +429,10 @@ class TrainingRunSpec:
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(implies(F.model.objective == "distillation", has(F.training.distillation)), "training.distillation",
              "is required when {model.objective} is distillation"),
+        # A custom shape is checked at admission; a preset's shape when the compiler builds train.yaml.
+        *(r.onto({"model.n_layers": F.model.custom.layers, "model.n_heads": F.model.custom.heads,
+                  "model.n_kv_heads": F.model.custom.kv_heads, "parallel": F.training.parallelism})
+          for r in tc.PARALLEL_MODEL_RULES),
     )
 
 

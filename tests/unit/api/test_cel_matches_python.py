@@ -40,6 +40,8 @@ POOL: list[tuple[str, list[Any]]] = [
                {"preset": "custom", "custom": {"layers": 2, "hidden": 64, "heads": 4, "kvHeads": 3}},
                {"preset": "custom", "custom": {"layers": 2, "hidden": 60, "heads": 4}},
                {"preset": "custom", "custom": {"layers": 2, "hidden": 96, "heads": 3}}]),
+    ("training.parallelism", [{}, {"pipeline": 2}, {"tensor": 2}, {"pipeline": 2, "tensor": 2}, {"pipeline": 3},
+                              {"tensor": 3}]),
     ("data.cleaning", [{}, {"minUnits": 10, "maxUnits": 5}]),
     ("data.sources", [[{"uri": "builtin://x/*", "format": "jsonl", "textField": ""}],
                       [{"uri": "builtin://x/*", "format": "txt", "textField": ""}]]),
