@@ -62,3 +62,47 @@ def exit_message(pods: list[dict[str, Any]], code: int) -> str | None:
 
 def terminating(obj: dict[str, Any] | None) -> bool:
     return obj is not None and bool(obj["metadata"].get("deletionTimestamp"))
+
+
+def failed_container(pods: list[dict[str, Any]]) -> tuple[str, int, str] | None:
+    """(pod name, exit code, termination message) of the first container that exited non-zero."""
+    for pod in pods:
+        for st in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (st.get("state") or {}).get("terminated") or (st.get("lastState") or {}).get("terminated") or {}
+            if term.get("exitCode") not in (None, 0):
+                name = str((pod.get("metadata") or {}).get("name", "?"))
+                return name, int(term["exitCode"]), str(term.get("message") or "").strip()
+    return None
+
+
+def cause_line(text: str) -> str:
+    """The line of a pod's message or log tail that says what went wrong: the trainer prints its config
+    errors as ``kiln-trainer <step>: error: ...``; otherwise the last non-empty line (a traceback's)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "error:" in ln or ln.startswith(("ValueError", "SpecError", "QuantizationRejected")):
+            return ln[:1000]
+    return lines[-1][:1000] if lines else ""
+
+
+# Waiting reasons of a container that will not start until a person changes something outside the run.
+_BLOCKED = {
+    "CreateContainerConfigError": "ContainerConfigError",  # a Secret or key the pod references is missing
+    "ErrImagePull": "ImagePullFailed", "ImagePullBackOff": "ImagePullFailed", "InvalidImageName": "ImagePullFailed",
+    "CreateContainerError": "ContainerCreateFailed",
+}
+
+
+def blocked(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message naming the pod and the object at fault) when a pod cannot start its container."""
+    for pod in pods:
+        for st in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (st.get("state") or {}).get("waiting") or {}
+            reason = _BLOCKED.get(str(waiting.get("reason")))
+            if reason is None:
+                continue
+            message = str(waiting.get("message") or waiting.get("reason"))
+            if reason == "ContainerConfigError" and "secret" in message.lower():
+                reason = "SecretNotFound"
+            return reason, f"pod {(pod.get('metadata') or {}).get('name', '?')}: {message}"
+    return None

@@ -6,18 +6,27 @@ then every ``RECONCILE_INTERVAL`` seconds), so there is exactly one writer of th
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 import kopf
 from kiln_api import trainingrun as tr
+from kiln_api.childnames import check_run_name
 from kiln_api.specfields import SpecError
+from kubernetes.client.exceptions import ApiException
 
 from kiln_operator import metrics, phases, rollout
 from kiln_operator.builders.common import Run
 from kiln_operator.kube import AdoptionConflict, Kube
-from kiln_operator.status import Transition, transition_patch
+from kiln_operator.status import (
+    Transition,
+    hold_patch,
+    initial_conditions,
+    refresh_generation,
+    transition_patch,
+)
 
 RECONCILE_INTERVAL = float(os.environ.get("KILN_RECONCILE_INTERVAL", "5"))
 
@@ -51,15 +60,38 @@ MAX_STEPS_PER_TICK = 4
 """Phases a run may pass in one reconcile (e.g. Pending → Preparing and the prepare Job at once)."""
 
 
+def api_message(e: ApiException) -> str:
+    """The API server's own sentence for a refused request (its Status object's message)."""
+    try:
+        return str(json.loads(e.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{e.status} {e.reason}"
+
+
+def _refused(ctx: phases.Ctx, e: ApiException) -> None:
+    """A child the API server refuses: invalid (400/422) fails the run, since the same spec builds the
+    same object; forbidden (403: quota, Pod Security, RBAC) holds it until a person changes the cluster."""
+    message = f"the API server refused a child of this run: {api_message(e)}"
+    if e.status in (400, 422):
+        ctx.transition = Transition("Failed", "ChildRejected", message)
+    else:
+        ctx.hold = ("QuotaExceeded" if "quota" in message.lower() else "ChildForbidden", message)
+
+
 def _step(kube: Kube, run: Run, phase: str, current: dict[str, Any], now: Any) -> phases.Ctx:
-    """One phase step with its metrics; conflicts become kopf retries."""
+    """One phase step with its metrics; conflicts become kopf retries, refused children conditions."""
     started = time.monotonic()
     ctx = phases.Ctx(kube, run, current, now)
     try:
         ctx.transition = STEPS[phase](ctx)
     except AdoptionConflict as e:
         metrics.RECONCILE_ERRORS.labels(phase=phase).inc()
-        raise kopf.TemporaryError(str(e), delay=10) from e
+        ctx.hold = ("AdoptionConflict", str(e))
+    except ApiException as e:
+        metrics.RECONCILE_ERRORS.labels(phase=phase).inc()
+        if e.status not in (400, 403, 422):
+            raise kopf.TemporaryError(f"API server: {api_message(e)}", delay=10) from e
+        _refused(ctx, e)
     finally:
         metrics.RECONCILE_SECONDS.labels(phase=phase).observe(time.monotonic() - started)
     return ctx
@@ -75,12 +107,16 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.
     if phase in tr.TERMINAL_PHASES:
         # Nothing left to act on, but kstatus and Argo CD judge an edit by observedGeneration.
         if status.get("observedGeneration") != generation:
-            patch.status["observedGeneration"] = generation
+            patch.status.update(refresh_generation(dict(status), generation))
         return
     assert _kube is not None, "startup did not configure the API client"
     current = dict(status)
     now = phases.now_utc()
+    if not current.get("conditions"):  # kstatus reads a run without conditions as Current: say otherwise
+        current["conditions"] = initial_conditions(generation, now.isoformat())
+        patch.status.update(phase="Pending", conditions=current["conditions"], observedGeneration=generation)
     try:
+        check_run_name(name)  # the CRD refuses such names; a run created before it did fails here
         run = Run(name, namespace, uid, tr.parse_spec(dict(spec)))
     except SpecError as e:
         _apply(body, patch, current, Transition("Failed", "InvalidSpec", str(e)), now.isoformat(), generation)
@@ -104,6 +140,7 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.
         current.update(ctx.status_patch)
         t = ctx.transition
         if t is None:
+            _report_hold(body, patch, current, ctx.hold, now.isoformat(), generation)
             break
         _apply(body, patch, current, t, now.isoformat(), generation)
         current.update(patch.status)
@@ -112,6 +149,20 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.
         if t.to not in STEPS or t.to == phase:
             break
         phase = t.to
+
+
+def _report_hold(body: kopf.Body, patch: kopf.Patch, current: dict[str, Any], hold: tuple[str, str] | None,
+                 now: str, generation: int) -> None:
+    """Stalled with the cause while a step is held; cleared once it is not. An event when it starts."""
+    stalled: dict[str, Any] = next((c for c in current.get("conditions") or [] if c.get("type") == "Stalled"), {})
+    if hold is None and stalled.get("status") != "True":
+        return
+    reason, message = hold or ("Progressing", "")
+    if hold is not None and (stalled.get("status"), stalled.get("reason")) != ("True", reason):
+        kopf.event(body, type="Warning", reason=reason, message=message[:1000])
+    update = hold_patch(current, reason, message, now, generation, held=hold is not None)
+    patch.status.update(update)
+    current.update(update)
 
 
 @kopf.on.delete(tr.GROUP, tr.VERSION, tr.PLURAL, optional=True)

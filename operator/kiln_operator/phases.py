@@ -18,7 +18,7 @@ from kiln_api.presets import ACCELERATORS
 from kiln_api.s3layout import RunLayout
 from kiln_api.specfields import SpecError
 
-from kiln_operator import children
+from kiln_operator import causes, children
 from kiln_operator.builders.common import LABEL_RUN, LABEL_STAGE, Run
 from kiln_operator.builders.export_job import build_export_job
 from kiln_operator.builders.indexed_job import build_headless_service, build_indexed_job
@@ -48,6 +48,9 @@ class Ctx:
     """(type, reason, message) to post as Kubernetes events."""
     transition: Transition | None = None
     """What the step decided (set by the handler from the step's return value)."""
+    hold: tuple[str, str] | None = None
+    """(reason, message) when the run cannot leave its phase until a person acts (a missing Secret,
+    image or referenced run): the handler reports it as ``Stalled`` and the step looks again next tick."""
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(("Warning" if warning else "Normal", reason, message))
@@ -64,12 +67,18 @@ def _ensure(ctx: Ctx, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_pending(ctx: Ctx) -> Transition | None:
-    """Compile, preflight, then the per-run RBAC and ConfigMap; a run that cannot compile or fit fails here."""
+    """Referenced runs, compile, preflight, then the per-run RBAC and ConfigMap; a run that cannot compile
+    or fit fails here. No spec makes this raise: anything the pure part throws becomes PreflightError."""
+    ctx.hold, failed = causes.missing_references(ctx.kube, ctx.run)
+    if failed is not None or ctx.hold is not None:
+        return failed
     try:
         config_map = build_config_map(ctx.run)
+        est = estimate(ctx.run.spec)
     except SpecError as e:  # a rule over the preset's values, or a step config refusing the spec
         return Transition("Failed", "InvalidSpec", str(e))
-    est = estimate(ctx.run.spec)
+    except Exception as e:  # noqa: BLE001 — a shape the compiler or estimator cannot handle is the spec's fault
+        return Transition("Failed", "PreflightError", f"the spec could not be compiled: {type(e).__name__}: {e}")
     ctx.status_patch["estimate"] = {
         "params": est.params, "memoryPerDeviceBytes": est.memory.total, "deviceMemoryBytes": est.device_memory,
         "flops": est.flops, "hours": est.hours, "cost": est.cost,
@@ -91,7 +100,8 @@ def step_preparing(ctx: Ctx) -> Transition | None:
     if state == "Succeeded":
         return Transition("Training", "DataPrepared", "dataset ready")
     if state == "Failed":
-        return Transition("Failed", "PrepareFailed", message or "prepare Job failed")
+        return causes.job_failed(ctx.kube, ctx.run, job, "PrepareFailed", message)
+    ctx.hold = children.blocked(causes.job_pods(ctx.kube, ctx.run, job))
     return None
 
 
@@ -134,7 +144,8 @@ def _restart(ctx: Ctx, job: dict[str, Any], message: str) -> Transition | None:
     pods = ctx.kube.list("v1", "Pod", ctx.run.namespace, f"{LABEL_RUN}={ctx.run.name},{LABEL_STAGE}=train")
     permanent = children.permanent_failure(pods)
     if permanent is not None:  # the same config would fail the same way: spend no restart on it
-        return Transition("Failed", "InvalidConfig", f"{permanent}; not restarted: {message}")
+        cause = causes.failure_cause(ctx.kube, ctx.run, pods)
+        return Transition("Failed", "InvalidConfig", f"{cause[1] if cause else permanent}; not restarted")
     reason = "preemption" if children.is_preemption(pods) else "failure"
     restarts = dict(ctx.status.get("restarts") or {"failure": 0, "preemption": 0})
     restarts[reason] = int(restarts.get(reason, 0)) + 1
@@ -192,6 +203,8 @@ def _training(ctx: Ctx) -> Transition | None:
         return Transition("Exporting", "TrainingFinished", "training job succeeded")
     if state == "Failed":
         return _restart(ctx, job, message)
+    ctx.hold = children.blocked(ctx.kube.list("v1", "Pod", ctx.run.namespace,
+                                              f"{LABEL_RUN}={ctx.run.name},{LABEL_STAGE}=train"))
     return None
 
 
@@ -251,12 +264,13 @@ def step_exporting(ctx: Ctx) -> Transition | None:
         return Transition(nxt, "Exported", "model exported" + ("" if nxt == "RollingOut" else "; no serving"))
     if state == "Failed":
         # An INT8 variant over its perplexity bound published nothing: say so, with the export's numbers.
-        pods = ctx.kube.list("v1", "Pod", ctx.run.namespace, f"job-name={job['metadata']['name']}")
+        pods = causes.job_pods(ctx.kube, ctx.run, job)
         rejected = children.exit_message(pods, EXIT_QUANTIZATION_REJECTED)
         if rejected is not None:
             return Transition("Failed", "QuantizationRejected",
                               rejected.removeprefix("QuantizationRejected: ") or "the INT8 perplexity gate failed")
-        return Transition("Failed", "ExportFailed", message or "export Job failed")
+        return causes.job_failed(ctx.kube, ctx.run, job, "ExportFailed", message)
+    ctx.hold = children.blocked(causes.job_pods(ctx.kube, ctx.run, job))
     return None
 
 

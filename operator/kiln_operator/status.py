@@ -1,8 +1,14 @@
 """The phase machine and the conditions that report it (pure functions, unit-tested).
 
-Conditions: ``Ready`` (True only when Succeeded), one per stage (``Prepared``, ``Trained``,
-``Exported``, ``RolledOut``) and ``Stalled`` (True on Failed) — what kstatus/Flux and the Argo CD
-health check read, always with ``observedGeneration``.
+Conditions follow the kstatus conventions (what Flux and the chart's Argo CD health Lua read), set from
+the first reconcile on and always with ``observedGeneration``:
+
+* ``Ready``: True only when Succeeded;
+* ``Reconciling``: True while the run works towards its goal (every non-terminal phase but Suspended);
+* ``Stalled``: True when it cannot get there without a person: Failed, or held in its phase by
+  something only a person can fix (a missing Secret or teacher run, a child the API refuses), with
+  that cause as reason and message;
+* one per stage (``Prepared``, ``Trained``, ``Exported``, ``RolledOut``).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kiln_api.runstatus import TERMINAL_PHASES
 from kiln_api.trainingrun import TrainingRunSpec
 
 STAGE_CONDITION = {"Preparing": "Prepared", "Training": "Trained", "Exporting": "Exported",
@@ -67,12 +74,41 @@ def conditions_for(phase: str, previous: str, conditions: list[dict[str, Any]], 
         out = set_condition(out, stage, "False", "InProgress", message, now, generation)
     if phase == "Failed" and done:
         out = set_condition(out, done, "False", reason, message, now, generation)
+    return _summary(out, phase, reason, message, now, generation)
+
+
+def _summary(conditions: list[dict[str, Any]], phase: str, reason: str, message: str, now: str,
+             generation: int, held: bool = False) -> list[dict[str, Any]]:
+    """Ready, Reconciling and Stalled for ``phase``; ``held``: stuck in it on a cause a person must fix."""
     ready = "True" if phase == "Succeeded" else "False"
-    out = set_condition(out, "Ready", ready, reason if phase != "Succeeded" else "Succeeded", message, now,
+    out = set_condition(conditions, "Ready", ready, reason if phase != "Succeeded" else "Succeeded", message, now,
                         generation)
-    stalled = "True" if phase == "Failed" else "False"
-    return set_condition(out, "Stalled", stalled, reason if phase == "Failed" else "Progressing",
-                         message if phase == "Failed" else "", now, generation)
+    working = phase not in TERMINAL_PHASES and phase != "Suspended"
+    out = set_condition(out, "Reconciling", "True" if working else "False", reason if working else phase,
+                        message if working else "", now, generation)
+    stalled = phase == "Failed" or held
+    return set_condition(out, "Stalled", "True" if stalled else "False", reason if stalled else "Progressing",
+                         message if stalled else "", now, generation)
+
+
+def initial_conditions(generation: int, now: str) -> list[dict[str, Any]]:
+    """What a run carries from its first reconcile, before any phase moves: in progress, not ready."""
+    return _summary([], "Pending", "Reconciling", "the operator is checking the run", now, generation)
+
+
+def hold_patch(status: dict[str, Any], reason: str, message: str, now: str, generation: int,
+               held: bool = True) -> dict[str, Any]:
+    """The run stays in its phase but cannot go on until a person acts (``Stalled`` with the cause);
+    ``held=False`` clears that once the cause is gone."""
+    phase = status.get("phase") or "Pending"
+    conditions = _summary(list(status.get("conditions") or []), phase, reason, message, now, generation, held=held)
+    return {"conditions": conditions, "observedGeneration": generation, "message": message}
+
+
+def refresh_generation(status: dict[str, Any], generation: int) -> dict[str, Any]:
+    """Mark every condition as current for ``generation`` (an edit of a finished run changes nothing else)."""
+    conditions = [{**c, "observedGeneration": generation} for c in status.get("conditions") or []]
+    return {"observedGeneration": generation, **({"conditions": conditions} if conditions else {})}
 
 
 def transition_patch(status: dict[str, Any], t: Transition, now: str, generation: int) -> dict[str, Any]:

@@ -57,6 +57,8 @@ class FakeKube:
         self.pods: list[dict[str, Any]] = []
         self.kubeflow = kubeflow
         self.creates = 0
+        self.logs: dict[str, str] = {}
+        """Pod name → what its container wrote (for pod_log_tail)."""
 
     def create_or_adopt(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         key = (obj["kind"], obj["metadata"]["name"])
@@ -87,6 +89,9 @@ class FakeKube:
 
     def has_api(self, group_version: str, plural: str) -> bool:
         return self.kubeflow
+
+    def pod_log_tail(self, namespace: str, name: str, lines: int = 5) -> str:
+        return "\n".join(self.logs.get(name, "").splitlines()[-lines:])
 
     def finish(self, kind: str, name: str, ctype: str) -> None:
         self.objs[(kind, name)]["status"] = {"conditions": [{"type": ctype, "status": "True", "reason": ctype}]}
