@@ -9,7 +9,7 @@
 #   devcluster/build.sh              build what is missing (idempotent), in order of importance
 #   devcluster/build.sh --print-bin  print the directory holding all binaries (builds nothing)
 #   devcluster/build.sh --print-crds print the directory holding the training-operator's CRDs
-#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator pause coredns)
+#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator pause coredns versitygw)
 #
 # The machine has 2 cores and CI 90 minutes in total, so builds run one at a
 # time with `-p 2`, the longest and most important (kubernetes) first, and each
@@ -28,6 +28,7 @@ HELM_VERSION=v3.19.5
 TRAINING_OPERATOR_VERSION=v1.9.3
 COREDNS_VERSION=v1.14.7
 PAUSE_VERSION=3.10-kiln1
+VERSITYGW_VERSION=v1.8.0
 
 # Static binaries; trimmed paths keep the build cache shareable across checkouts.
 export CGO_ENABLED=0
@@ -142,6 +143,11 @@ build_pause() {
   go_build pause "$PAUSE_VERSION" "$HERE/build/pause" "" kiln.local/pause
 }
 
+build_versitygw() {
+  # The dev cluster's S3 server (posix backend, SigV4 per identity), pinned in build/versitygw/go.mod.
+  go_build versitygw "$VERSITYGW_VERSION" "$HERE/build/versitygw" "" github.com/versity/versitygw/cmd/versitygw
+}
+
 print_bin() { echo "$CURRENT"; }
 
 main() {
@@ -151,7 +157,7 @@ main() {
   esac
   command -v go >/dev/null || { log "go is not on PATH (need go >= 1.26)"; exit 1; }
   local components=("$@")
-  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm pause coredns)
+  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm pause coredns versitygw)
   local c total_start=$SECONDS
   for c in "${components[@]}"; do
     case "$c" in
@@ -161,7 +167,8 @@ main() {
       training-operator) build_training_operator ;;
       pause) build_pause ;;
       coredns) build_coredns ;;
-      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator pause coredns)"; exit 2 ;;
+      versitygw) build_versitygw ;;
+      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator pause coredns versitygw)"; exit 2 ;;
     esac
   done
   log "all done in $((SECONDS - total_start))s; binaries in $CURRENT"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiln_devcluster import s3server
 from kiln_devcluster.paths import StatePaths
 from kiln_devcluster.pki import Pki
 
@@ -151,9 +152,19 @@ def _scheduler(c: Ctx) -> list[str]:
     ]
 
 
+def _s3_layout(c: Ctx) -> s3server.Layout:
+    return s3server.Layout(c.paths.s3_data)
+
+
+def _s3_prepare(c: Ctx) -> None:
+    if not (c.bin / s3server.BINARY).exists():
+        raise RuntimeError(f"{s3server.BINARY} is not built: run devcluster/build.sh {s3server.BINARY}")
+    _s3_layout(c).ensure()
+
+
 def _s3(c: Ctx) -> list[str]:
-    # moto's S3 server (see README/report: MinIO is AGPL-licensed, so not built here).
-    return [sys.executable, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(S3_PORT)]
+    # versitygw (s3server.py says why); its files live in the state dir, so `down`/`up` keeps them.
+    return s3server.argv(c.bin / s3server.BINARY, _s3_layout(c), S3_PORT, S3_ACCESS_KEY, S3_SECRET_KEY)
 
 
 PYTORCH_INIT_TEMPLATE = """
@@ -236,14 +247,10 @@ CONTROL_PLANE: tuple[Component, ...] = (
     Component(
         "kube-scheduler", _scheduler, lambda c: _get_ok("https://127.0.0.1:10259/healthz", _unverified_tls()), 60
     ),
-    # Path-style only: moto would otherwise read the first label of a Service name such as
-    # minio.kiln-system.svc as a virtual-hosted bucket name.
+    # Path-style only (no --virtual-domain): a Host such as minio.kiln-system.svc is never a bucket.
     Component(
-        "s3", _s3, lambda c: _get_ok(f"http://127.0.0.1:{S3_PORT}/"), 60,
-        # moto keeps objects in memory up to this size and spools bigger ones to (unlinked) temp
-        # files, which TMPDIR puts under the state dir: checkpoints do not grow the RSS.
-        env={"S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true", "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 20)},
-        env_from_paths={"TMPDIR": "s3_data"},
+        "s3", _s3, lambda c: s3server.serving(f"http://127.0.0.1:{S3_PORT}"), 60,
+        prepare=_s3_prepare,
     ),
     Component(
         "training-operator", _training_operator,

@@ -1,8 +1,9 @@
 """Session fixtures for tests against the embedded cluster (real API server, controllers, S3).
 
 Nothing here is autouse: a test asks for ``cluster`` (and ``s3_bucket``) when
-it needs them. ``cluster`` runs ``kiln_devcluster.cli up`` when the cluster is
-not up, and leaves it running at the end (``make cluster-down`` stops it).
+it needs them. ``cluster`` runs ``kiln_devcluster.cli up`` (which starts what is
+not running and, on real nodes, brings the project's images up to date) and
+leaves the cluster running at the end (``make cluster-down`` stops it).
 
 Tests marked ``@pytest.mark.cluster_last`` (the `down` check) run after all
 others of the session.
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from clusterlib import Cluster, bin_dir, devcluster, read_env_file, state_dir
+from kiln_devcluster.s3server import Identity, create_identity
 from kubernetes import config as k8s_config
 
 
@@ -30,8 +32,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     was_up = devcluster("status").returncode == 0
-    if not was_up:
-        devcluster("up")
+    # `up` is idempotent; on real nodes it also builds the images whose content changed and imports
+    # them (seconds when nothing changed, much longer on a machine that never built them).
+    devcluster("up", timeout=3600)
     state = state_dir()
     env = read_env_file(state / "s3.env")
     kubeconfig = state / "kubeconfig"
@@ -59,6 +62,11 @@ def _fresh_bucket(cluster: Cluster) -> Iterator[str]:
     name = f"kiln-test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     yield name
+    _empty_and_remove(cluster, name)
+
+
+def _empty_and_remove(cluster: Cluster, name: str) -> None:
+    s3 = cluster.s3_client()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=name, Key=obj["Key"])
@@ -69,6 +77,15 @@ def _fresh_bucket(cluster: Cluster) -> Iterator[str]:
 def s3_bucket(cluster: Cluster) -> Iterator[str]:
     """A fresh, uniquely named bucket; emptied and removed after the test."""
     yield from _fresh_bucket(cluster)
+
+
+@pytest.fixture
+def s3_identity(cluster: Cluster) -> Iterator[Identity]:
+    """A fresh S3 user owning one fresh bucket (what a namespace gets); the bucket is emptied and
+    removed after the test (by root: versitygw's users cannot delete what root does not let them)."""
+    ident = create_identity(cluster.s3["endpoint_url"], cluster.s3["access_key"], cluster.s3["secret_key"], "kiln-id")
+    yield ident
+    _empty_and_remove(cluster, ident.bucket)
 
 
 @pytest.fixture(scope="module")
