@@ -98,6 +98,19 @@ METRICS_PORT_NAME = "metrics"
 TERMINATION_GRACE_SECONDS = 120
 """SIGTERM → SIGKILL window of a training pod: the ranks commit an emergency checkpoint in it."""
 
+# Triton's repository API (load/unload) is restricted to holders of a per-target key: the serving
+# pod gets it from the Secret the operator creates (ENV_TRITON_REPOSITORY_KEY) and starts Triton with
+# the restricted-API flags; the operator sends it in this header. Inference needs no key.
+ENV_TRITON_REPOSITORY_KEY = "KILN_TRITON_REPOSITORY_KEY"
+TRITON_KEY_HEADER = "kiln-repository-key"
+TRITON_KEY_SECRET_FIELD = "key"
+
+
+def triton_restricted_args(key: str) -> list[str]:
+    """tritonserver flags that refuse the model-repository API (HTTP and gRPC) without ``key``."""
+    rule = f"model-repository:{TRITON_KEY_HEADER}={key}"
+    return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
+
 # ------------------------------------------------------------------ exit codes
 
 EXIT_OK = 0
