@@ -68,15 +68,20 @@ def _share_uv_cache() -> None:
     """Point buildah's `kiln-uv` cache mount at this host's uv cache, when it has one.
 
     The project venv was installed from the same lock with the same uv, so the image builds reuse
-    its downloads instead of fetching torch and the nvidia libraries again. Without a host cache
-    buildah keeps its own (what a fresh machine gets).
+    its downloads instead of fetching torch and the nvidia libraries again (and a second 6 GB
+    cache is never written). Without a host cache buildah keeps its own (what a fresh machine
+    gets). buildah 1.28 (Debian 12) keeps cache mounts in /var/tmp/buildah-cache, newer releases
+    in /var/tmp/buildah-cache-<uid>: both get the link.
     """
-    mount = Path(f"/var/tmp/buildah-cache-{os.getuid()}") / UV_CACHE_ID
     uv_cache = Path(os.environ.get("UV_CACHE_DIR", Path.home() / ".cache" / "uv"))
-    if mount.exists() or mount.is_symlink() or not uv_cache.is_dir():
+    if not uv_cache.is_dir():
         return
-    mount.parent.mkdir(parents=True, exist_ok=True)
-    mount.symlink_to(uv_cache)
+    for parent in (Path("/var/tmp/buildah-cache"), Path(f"/var/tmp/buildah-cache-{os.getuid()}")):
+        mount = parent / UV_CACHE_ID
+        if mount.exists() or mount.is_symlink():
+            continue
+        parent.mkdir(parents=True, exist_ok=True)
+        mount.symlink_to(uv_cache)
 
 
 def _is_progress(line: str) -> bool:
