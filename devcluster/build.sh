@@ -9,7 +9,8 @@
 #   devcluster/build.sh              build what is missing (idempotent), in order of importance
 #   devcluster/build.sh --print-bin  print the directory holding all binaries (builds nothing)
 #   devcluster/build.sh --print-crds print the directory holding the training-operator's CRDs
-#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator pause coredns versitygw)
+#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator pause coredns versitygw
+#                                     kstatus)
 #
 # The machine has 2 cores and CI 90 minutes in total, so builds run one at a
 # time with `-p 2`, the longest and most important (kubernetes) first, and each
@@ -29,6 +30,7 @@ TRAINING_OPERATOR_VERSION=v1.9.3
 COREDNS_VERSION=v1.14.7
 PAUSE_VERSION=3.10-kiln1
 VERSITYGW_VERSION=v1.8.0
+KSTATUS_VERSION=v0.37.2  # sigs.k8s.io/cli-utils, whose kstatus is Flux's health verdict (tests only)
 
 # Static binaries; trimmed paths keep the build cache shareable across checkouts.
 export CGO_ENABLED=0
@@ -148,6 +150,11 @@ build_versitygw() {
   go_build versitygw "$VERSITYGW_VERSION" "$HERE/build/versitygw" "" github.com/versity/versitygw/cmd/versitygw
 }
 
+build_kstatus() {
+  # Flux's kstatus over JSON files (build/kstatus/main.go), for tests/unit/operator/test_kstatus.py.
+  go_build kstatus "$KSTATUS_VERSION" "$HERE/build/kstatus" "" kiln.local/kstatus
+}
+
 print_bin() { echo "$CURRENT"; }
 
 main() {
@@ -157,7 +164,7 @@ main() {
   esac
   command -v go >/dev/null || { log "go is not on PATH (need go >= 1.26)"; exit 1; }
   local components=("$@")
-  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm pause coredns versitygw)
+  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm pause coredns versitygw kstatus)
   local c total_start=$SECONDS
   for c in "${components[@]}"; do
     case "$c" in
@@ -168,7 +175,8 @@ main() {
       pause) build_pause ;;
       coredns) build_coredns ;;
       versitygw) build_versitygw ;;
-      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator pause coredns versitygw)"; exit 2 ;;
+      kstatus) build_kstatus ;;
+      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator pause coredns versitygw kstatus)"; exit 2 ;;
     esac
   done
   log "all done in $((SECONDS - total_start))s; binaries in $CURRENT"

@@ -4,7 +4,8 @@ Conditions follow the kstatus conventions (what Flux and the chart's Argo CD hea
 the first reconcile on and always with ``observedGeneration``:
 
 * ``Ready``: True only when Succeeded;
-* ``Reconciling``: True while the run works towards its goal (every non-terminal phase but Suspended);
+* ``Reconciling``: True while the run works towards its goal (every non-terminal phase but Suspended,
+  unless held);
 * ``Stalled``: True when it cannot get there without a person: Failed, or held in its phase by
   something only a person can fix (a missing Secret or teacher run, a child the API refuses), with
   that cause as reason and message;
@@ -83,7 +84,8 @@ def _summary(conditions: list[dict[str, Any]], phase: str, reason: str, message:
     ready = "True" if phase == "Succeeded" else "False"
     out = set_condition(conditions, "Ready", ready, reason if phase != "Succeeded" else "Succeeded", message, now,
                         generation)
-    working = phase not in TERMINAL_PHASES and phase != "Suspended"
+    # kstatus reads Reconciling before Stalled: a held run must not claim to be reconciling.
+    working = phase not in TERMINAL_PHASES and phase != "Suspended" and not held
     out = set_condition(out, "Reconciling", "True" if working else "False", reason if working else phase,
                         message if working else "", now, generation)
     stalled = phase == "Failed" or held

@@ -56,13 +56,16 @@ def cases() -> list[Case]:
     secret = {**preparing, **hold_patch(preparing, "SecretNotFound", 'pod tiny-prepare-x: secret "s3" not found',
                                         "t2", 1)}
     return [
-        Case("created", _obj(None), "Progressing", "InProgress"),
+        # No status yet: kstatus has nothing to go by and says Current; that is why the operator writes
+        # Reconciling on its first reconcile (kopf runs the timer at once on creation).
+        Case("created", _obj(None), "Progressing", "Current"),
         Case("pending", _obj(pending), "Progressing", "InProgress"),
         Case("pending-held", _obj(held), "Degraded", "Failed"),
         Case("preparing", _obj(preparing), "Progressing", "InProgress"),
         Case("preparing-no-secret", _obj(secret), "Degraded", "Failed"),
         Case("training", _obj(_walk(PREP, TRAIN)), "Progressing", "InProgress"),
-        Case("suspended", _obj(_walk(PREP, TRAIN, ("Suspended", "Suspended", "stopped"))), "Suspended", "Current"),
+        # Not Ready (a suspended run has not finished): Flux keeps waiting, Argo CD shows Suspended.
+        Case("suspended", _obj(_walk(PREP, TRAIN, ("Suspended", "Suspended", "stopped"))), "Suspended", "InProgress"),
         Case("exporting", _obj(_walk(PREP, TRAIN, EXPORT)), "Progressing", "InProgress"),
         Case("rolling-out", _obj(_walk(PREP, TRAIN, EXPORT, ("RollingOut", "Exported", "model exported"))),
              "Progressing", "InProgress"),

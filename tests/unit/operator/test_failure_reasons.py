@@ -160,7 +160,7 @@ def test_an_exceeded_quota_holds_the_run_with_the_api_message(monkeypatch: pytes
     assert status["phase"] == "Preparing"
     stalled, reason, message = cond(status, "Stalled")
     assert (stalled, reason) == ("True", "QuotaExceeded") and "exceeded quota: q" in message
-    assert cond(status, "Reconciling")[0] == "True"
+    assert cond(status, "Reconciling")[0] == "False", "kstatus reads Reconciling first: held is not reconciling"
 
 
 def test_a_missing_secret_holds_the_run_until_it_exists(fake: tuple[FakeKube, Events]) -> None:
