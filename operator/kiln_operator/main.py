@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from kiln_operator import handlers
+from kiln_operator import handlers, leader
 from kiln_operator.kube import Kube
 
 
@@ -62,8 +64,55 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
         logger.info("metrics on :%d/metrics", port)
 
 
+class _StandbyHealth:
+    """/healthz on the kopf liveness port while waiting for the Lease (kopf binds it once leading),
+    so the kubelet does not restart a healthy standby."""
+
+    def __init__(self, port: int) -> None:
+        class Ok(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"standby\n")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Ok)
+        threading.Thread(target=self.server.serve_forever, name="standby-health", daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _lead(cfg: leader.LeaseConfig) -> leader.LeaseElector:
+    """Block until this replica holds the Lease; then keep renewing it in the background (losing it
+    ends the process: only one replica may reconcile)."""
+    elector = leader.LeaseElector(client.CoordinationV1Api(_api_client()), cfg)
+    health_port = os.environ.get("KILN_HEALTH_PORT")
+    health = _StandbyHealth(int(health_port)) if health_port else None
+    try:
+        elector.acquire()
+    finally:
+        if health is not None:
+            health.close()
+    threading.Thread(target=elector.renew_forever, args=(leader.exit_lost,), name="lease-renew", daemon=True).start()
+    return elector
+
+
 def main() -> int:
-    """Run the operator in all namespaces (or KILN_NAMESPACE) until SIGTERM."""
+    """Run the operator in all namespaces (or KILN_NAMESPACE) until SIGTERM; with
+    KILN_LEADER_ELECTION on, only while holding the Lease (leader.py)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lease = leader.config_from_env()
+    port = int(os.environ.get("KILN_METRICS_PORT", "8080"))
+    if lease and port:
+        # A standby serves /metrics too (the Service selects every replica); kopf's startup handler
+        # must then not bind the port a second time.
+        start_http_server(port)
+        os.environ["KILN_METRICS_PORT"] = "0"
+    elector = _lead(lease) if lease else None
     args = ["run", "--standalone", "-m", "kiln_operator.handlers", "-m", "kiln_operator.main"]
     ns = os.environ.get("KILN_NAMESPACE")
     args += ["--namespace", ns] if ns else ["--all-namespaces"]
@@ -77,7 +126,11 @@ def main() -> int:
     sys.argv = ["kopf", *args]
     from kopf.cli import main as kopf_main  # kopf's CLI sets up logging and signal handling
 
-    kopf_main()
+    try:
+        kopf_main()
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
 
 
