@@ -28,6 +28,8 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Service"): Kind("api/v1", "services"),
     ("v1", "ServiceAccount"): Kind("api/v1", "serviceaccounts"),
     ("v1", "Pod"): Kind("api/v1", "pods"),
+    ("v1", "Secret"): Kind("api/v1", "secrets"),  # create only: the operator never reads Secrets
+    ("networking.k8s.io/v1", "NetworkPolicy"): Kind("apis/networking.k8s.io/v1", "networkpolicies"),
     ("batch/v1", "Job"): Kind("apis/batch/v1", "jobs"),
     ("apps/v1", "Deployment"): Kind("apis/apps/v1", "deployments"),
     ("rbac.authorization.k8s.io/v1", "Role"): Kind("apis/rbac.authorization.k8s.io/v1", "roles"),
@@ -95,6 +97,17 @@ class Kube:
         if want and not want & have:
             raise AdoptionConflict(f"{obj['kind']} {meta['name']} exists and is owned by someone else")
         return existing, False
+
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create ``obj``; False when its name is taken (never read back: for Secrets)."""
+        meta = obj["metadata"]
+        try:
+            self._call("POST", self._path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj)
+            return True
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            return False
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str,
                propagation: str = "Background") -> bool:

@@ -21,6 +21,7 @@ from kiln_api.s3layout import RunLayout
 
 from kiln_operator.builders.common import Run, child_name, metadata
 from kiln_operator.configmap import compiled
+from kiln_operator.serving.access import Access
 from kiln_operator.serving.builders import ServingTarget
 from kiln_operator.serving.execute import RolloutRequest, rollout_tick
 from kiln_operator.serving.plan import Step
@@ -51,6 +52,7 @@ def serving_target(run: Run) -> ServingTarget:
         image=SERVING_IMAGE,
         replicas=spec.serving.replicas,
         service_account=spec.storage.service_account_name,
+        restrict_repository_api=Access.from_env().operator_key is not None,
     )
 
 
@@ -122,7 +124,7 @@ def step_rolling_out(ctx: Ctx) -> Transition | None:
     req = RolloutRequest(
         target=serving_target(ctx.run), run=ctx.run.name, version=version, prompts=list(spec.serving.gate_prompts),
         max_latency_ms=spec.serving.max_latency_ms, trainer_image=spec.image, owner=owner,
-        elapsed_s=_since(ctx),
+        elapsed_s=_since(ctx), access=Access.from_env(),
     )
     decision = rollout_tick(ctx.kube, req)
     if decision.step is Step.DONE:

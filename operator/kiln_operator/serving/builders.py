@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kiln_api import contract as c
+
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 ROLE_SERVING, ROLE_CANARY = "serving", "canary"
@@ -44,6 +46,9 @@ class ServingTarget:
     replicas: int = 1
     service_account: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    restrict_repository_api: bool = False
+    """Start Triton with the per-target key (Secret `T-triton-key`, see serving/access.py) guarding
+    its repository API; set when the operator has a key to derive it from."""
     region: str = "us-east-1"
     """Bucket region (the run's spec.storage.region), passed as AWS_DEFAULT_REGION."""
     variant: str = "float32"
@@ -53,6 +58,10 @@ class ServingTarget:
 
 def selector(t: ServingTarget, role: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "triton", "kiln.dev/serving-target": t.name, "kiln.dev/role": role}
+
+
+def key_secret_name(t: ServingTarget) -> str:
+    return f"{t.name}-triton-key"
 
 
 def _labels(t: ServingTarget, role: str) -> dict[str, str]:
@@ -69,13 +78,20 @@ def _s3_env(t: ServingTarget) -> list[Obj]:
     return env
 
 
+def _key_env(t: ServingTarget) -> list[Obj]:
+    if not t.restrict_repository_api:
+        return []
+    ref = {"name": key_secret_name(t), "key": c.TRITON_KEY_SECRET_FIELD}
+    return [{"name": c.ENV_TRITON_REPOSITORY_KEY, "valueFrom": {"secretKeyRef": ref}}]
+
+
 def _triton_container(t: ServingTarget, version_args: list[str], ready_path: str) -> Obj:
     return {
         "name": "triton",
         "image": t.image,
         "command": ["kiln-trainer", "serve"],
         "args": ["--repository", t.repository, "--model", t.model, *version_args],
-        "env": _s3_env(t),
+        "env": _s3_env(t) + _key_env(t),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT},
             {"name": "grpc", "containerPort": GRPC_PORT},

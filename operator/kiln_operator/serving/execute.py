@@ -10,9 +10,10 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kiln_operator.serving import access
 from kiln_operator.serving import builders as b
 from kiln_operator.serving.plan import Decision, Observed, PodView, Step, plan
 from kiln_operator.serving.promote import PromoteError, promote_pod
@@ -23,6 +24,7 @@ CONFIGMAP = ("v1", "ConfigMap")
 SERVICE = ("v1", "Service")
 JOB = ("batch/v1", "Job")
 POD = ("v1", "Pod")
+NETPOL = ("networking.k8s.io/v1", "NetworkPolicy")
 LIVE_VERSION = "kiln.dev/live-version"
 LIVE_RUN = "kiln.dev/live-run"
 
@@ -30,6 +32,7 @@ LIVE_RUN = "kiln.dev/live-run"
 class KubeLike(Protocol):
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_or_adopt(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]: ...
+    def create(self, obj: dict[str, Any]) -> bool: ...
     def delete(self, api_version: str, kind: str, namespace: str, name: str,
                propagation: str = "Background") -> bool: ...
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]: ...
@@ -49,6 +52,8 @@ class RolloutRequest:
     trainer_image: str
     owner: dict[str, Any] | None
     elapsed_s: float
+    access: access.Access = field(default_factory=access.Access)
+    """Repository-API key and network rules for the target's pods."""
 
 
 def _selector(labels: dict[str, str]) -> str:
@@ -84,13 +89,23 @@ def kiln_manages(obj: dict[str, Any], t: b.ServingTarget) -> bool:
 def target_conflict(kube: KubeLike, t: b.ServingTarget) -> str:
     """The first object under one of the target's names that kiln does not manage, named; else ""."""
     for (api_version, kind), name in ((DEPLOY, t.name), (SERVICE, t.name), (CONFIGMAP, f"{t.name}-serving"),
-                                      (DEPLOY, f"{t.name}-canary")):
+                                      (DEPLOY, f"{t.name}-canary"), (NETPOL, f"{t.name}-{b.ROLE_SERVING}"),
+                                      (NETPOL, f"{t.name}-{b.ROLE_CANARY}")):
         obj = kube.get(api_version, kind, t.namespace, name)
         if obj is not None and not kiln_manages(obj, t):
             return (f"{kind} {t.namespace}/{name} exists but is not managed by kiln (labels "
                     f"app.kubernetes.io/part-of=kiln, kiln.dev/serving-target={t.name} missing); "
                     "choose another serving target or remove that object")
     return ""
+
+
+def _ensure_access(kube: KubeLike, req: RolloutRequest) -> None:
+    """The target's key Secret and NetworkPolicies, before any of its pods starts."""
+    key = req.access.target_key(req.target)
+    if key is not None and req.target.restrict_repository_api:
+        kube.create(access.build_key_secret(req.target, key))  # an existing one is kept, never read
+    for policy in access.build_network_policies(req.target, req.access):
+        kube.create_or_adopt(policy)
 
 
 def _delete_canary(kube: KubeLike, t: b.ServingTarget) -> None:
@@ -172,6 +187,7 @@ def execute(kube: KubeLike, req: RolloutRequest, o: Observed, d: Decision) -> De
         if o.canary_version is not None and o.canary_version != req.version:
             _delete_canary(kube, t)
         else:
+            _ensure_access(kube, req)
             kube.create_or_adopt(b.build_canary_deployment(t, req.version, req.run))
     elif d.step is Step.START_GATE:
         assert o.canary_pod is not None and o.canary_pod.ip
@@ -181,6 +197,7 @@ def execute(kube: KubeLike, req: RolloutRequest, o: Observed, d: Decision) -> De
             owner=req.owner,
         ))
     elif d.step is Step.CREATE_SERVING:
+        _ensure_access(kube, req)
         kube.create_or_adopt(b.build_live_configmap(t, req.version, req.run))
         kube.create_or_adopt(b.build_serving_deployment(t))
         kube.create_or_adopt(b.build_service(t))
@@ -200,10 +217,11 @@ def _swap(kube: KubeLike, req: RolloutRequest, o: Observed) -> Decision:
     # The ConfigMap first: a pod that restarts from here on comes back with the new version.
     kube.patch(*CONFIGMAP, ns, f"{t.name}-serving", {"data": {"version": str(req.version)}})
     done: list[str] = []
+    key = req.access.target_key(t) if t.restrict_repository_api else None
     try:
         for pod in o.serving_pods:
             if pod.ready and pod.ip and pod.version != req.version:
-                promote_pod(f"{pod.ip}:{b.HTTP_PORT}", t.model, req.version)
+                promote_pod(f"{pod.ip}:{b.HTTP_PORT}", t.model, req.version, key=key)
                 done.append(pod.ip)
     except PromoteError as e:
         log.error("swap to v%s failed, reverting to v%s: %s", req.version, o.live_version, e)
@@ -211,7 +229,7 @@ def _swap(kube: KubeLike, req: RolloutRequest, o: Observed) -> Decision:
             kube.patch(*CONFIGMAP, ns, f"{t.name}-serving", {"data": {"version": str(o.live_version)}})
             for ip in done:
                 try:
-                    promote_pod(f"{ip}:{b.HTTP_PORT}", t.model, o.live_version)
+                    promote_pod(f"{ip}:{b.HTTP_PORT}", t.model, o.live_version, key=key)
                 except PromoteError as again:
                     log.error("reverting %s failed: %s", ip, again)
         _delete_canary(kube, t)

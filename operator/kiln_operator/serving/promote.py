@@ -15,17 +15,20 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from kiln_api import contract as c
+
 
 class PromoteError(RuntimeError):
     """A pod refused or failed the version swap; the message names the pod address."""
 
 
-def _request(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
+def _request(url: str, body: dict[str, Any] | None = None, timeout: float = 30.0,
+             key: str | None = None) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        url, data=data, method="POST" if body is not None else "GET",
-        headers={"Content-Type": "application/json"} if body is not None else {},
-    )
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if key:  # the target's repository-API key (see serving/access.py)
+        headers[c.TRITON_KEY_HEADER] = key
+    req = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return int(resp.status), resp.read()
@@ -50,7 +53,7 @@ def version_ready(address: str, model: str, version: int) -> bool:
     return status == 200
 
 
-def promote_pod(address: str, model: str, version: int, timeout_s: float = 300.0) -> None:
+def promote_pod(address: str, model: str, version: int, timeout_s: float = 300.0, key: str | None = None) -> None:
     """Swap the pod at `address` (host:port of Triton's HTTP endpoint) to serve only `version`."""
     status, body = _request(f"http://{address}/v2/models/{model}/config")
     if status != 200:
@@ -59,8 +62,12 @@ def promote_pod(address: str, model: str, version: int, timeout_s: float = 300.0
     status, body = _request(
         f"http://{address}/v2/repository/models/{model}/load",
         {"parameters": {"config": json.dumps(config)}},
-        timeout=timeout_s,
+        timeout=timeout_s, key=key,
     )
+    if status == 403:
+        raise PromoteError(f"{address}: the repository API refused the key (403: {body[:200]!r}); the "
+                           "target's Secret does not hold the key the operator derives: delete it and the "
+                           "serving pods, the next rollout recreates both")
     if status != 200:
         raise PromoteError(f"{address}: loading {model} v{version} answered {status}: {body[:300]!r}")
     deadline = time.monotonic() + timeout_s

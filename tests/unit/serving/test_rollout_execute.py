@@ -77,7 +77,7 @@ def test_full_swap(live_target, monkeypatch):
     kube, served = live_target
     calls = []
 
-    def fake_promote(addr, model, v):
+    def fake_promote(addr, model, v, key=None):
         calls.append((addr, v))
         served[addr.split(":")[0]] = v
 
@@ -117,7 +117,7 @@ def test_failed_gate_leaves_serving_untouched(live_target):
 def test_failed_swap_reverts_the_configmap(live_target, monkeypatch):
     kube, _ = live_target
 
-    def broken(addr, model, v):
+    def broken(addr, model, v, key=None):
         raise PromoteError(f"{addr}: load failed")
 
     monkeypatch.setattr(ex, "promote_pod", broken)

@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kiln_api import contract as c
 from kiln_api.s3layout import StorageURI
 
 from kiln_trainer.serving.tritonserver import build_backend_dir, triton_launch_spec, wait_ready
@@ -57,12 +58,14 @@ def pinned_config(config_pbtxt: str, version: int) -> dict[str, object]:
     return out
 
 
-def load_pinned(http: str, model: str, config: dict[str, object], timeout_s: float = 300) -> None:
-    """Ask the running server to load `model` with `config` (a reload if it is loaded already)."""
+def load_pinned(http: str, model: str, config: dict[str, object], timeout_s: float = 300,
+                key: str | None = None) -> None:
+    """Ask the running server to load `model` with `config` (a reload if it is loaded already);
+    `key` is the repository-API key the server was started with, if any."""
     body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+    headers = {"Content-Type": "application/json", **({c.TRITON_KEY_HEADER: key} if key else {})}
     req = urllib.request.Request(
-        f"http://{http}/v2/repository/models/{model}/load", data=body, method="POST",
-        headers={"Content-Type": "application/json"},
+        f"http://{http}/v2/repository/models/{model}/load", data=body, method="POST", headers=headers,
     )
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
@@ -103,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         raise ServeError(f"--version: {store.uri(f'{args.model}/{version}')} is not an exported version")
 
     work = Path(tempfile.mkdtemp(prefix="kiln-serve-"))
+    # With a key (the operator's per-target Secret), only its holders may load or unload models.
+    key = os.environ.get(c.ENV_TRITON_REPOSITORY_KEY) or None
     spec = triton_launch_spec(
         triton_repository(args.repository, os.environ.get("AWS_ENDPOINT_URL")),
         build_backend_dir(work / "backends"),
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+        extra_args=c.triton_restricted_args(key) if key else (),
     )
     proc = subprocess.Popen(spec.argv, env=spec.env)
     # Pass the pod's SIGTERM on, so Triton finishes in-flight requests before it exits.
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(f"http://{http}/v2/health/live", args.ready_timeout, proc)
         print(f"kiln serve: loading {args.model} version {version}", flush=True)
-        load_pinned(http, args.model, config)
+        load_pinned(http, args.model, config, key=key)
         print(f"kiln serve: {args.model} version {version} ready", flush=True)
     except Exception as e:  # noqa: BLE001 - a pod that cannot load its model must exit non-zero
         print(f"kiln serve: {e}", file=sys.stderr, flush=True)

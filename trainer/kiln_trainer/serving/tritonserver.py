@@ -183,6 +183,8 @@ class TritonProcess:
     explicit: bool = True
     ready_timeout_s: float = 120.0
     work_dir: Path | None = None
+    extra_args: Sequence[str] = ()
+    """More tritonserver flags (e.g. the restricted-API ones)."""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -219,6 +221,7 @@ class TritonProcess:
             load_models=self.load_models,
             explicit=self.explicit,
             base_env={**os.environ, **self.env},
+            extra_args=self.extra_args,
         )
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process in __exit__
         self._proc = subprocess.Popen(spec.argv, env=spec.env, stdout=log, stderr=subprocess.STDOUT)
