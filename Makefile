@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 export DS_ACCELERATOR ?= cpu
 export KUBECONFIG ?= $(CURDIR)/.kiln/kubeconfig
 
-.PHONY: venv demo test test-unit test-integration test-e2e lint cluster-build host-deps cluster-up cluster-images cluster-down images chart bench crd
+.PHONY: venv demo test test-unit test-reliability test-integration test-e2e lint cluster-build host-deps cluster-up cluster-images cluster-down images chart bench crd
 
 venv:            ## the project virtualenv from requirements.lock
 	@scripts/venv.sh
@@ -27,10 +27,13 @@ cluster-down:    ## stop everything cluster-up started
 demo: cluster-up  ## the whole flow: chart, tiny run, training, export, Triton, generated text
 	@$(PY) -m kiln_devcluster.demo
 
-test: venv lint test-unit test-integration test-e2e  ## what CI runs
+test: venv lint test-unit test-reliability test-integration test-e2e  ## what CI runs
 
 test-unit: venv
 	@scripts/pytest.sh tests/unit
+
+test-reliability: cluster-build host-deps  ## kills, outages, bad versions; prints each figure
+	@scripts/pytest.sh tests/reliability
 
 test-integration: cluster-build host-deps
 	@scripts/pytest.sh tests/integration

@@ -156,7 +156,7 @@ def test_metrics_progress_and_early_stop(text_dataset: Path, tmp_path: Path) -> 
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "eta_seconds"} <= set(records[-1])
     assert records[1]["val_ppl"] == pytest.approx(2.718281828 ** records[1]["val_loss"], rel=1e-6)
     progress = json.loads((store / "progress.json").read_text())
-    assert progress["step"] == 4 and progress["tokens"] == 4 * 8 * 64 and progress["last_committed_step"] is None
+    assert progress["step"] == 4 and progress["tokens"] == 4 * 8 * 64 and progress["last_committed_step"] == 4
     assert json.loads((tmp_path / "p.json").read_text())["step"] == 4 and seen[-1]["step"] == 4
     assert (store / "checkpoints/step-00000004/COMMITTED").is_file()
     assert json.loads((store / "checkpoints/step-00000004/model_config.json").read_text())["d_model"] == 64

@@ -28,6 +28,7 @@ from kiln_trainer.train.commit import MODEL_CONFIG, CheckpointError, Incompatibl
 from kiln_trainer.train.model import model_config_json
 
 log = logging.getLogger("kiln.train.checkpoint")
+INITIAL = "initial"  # local folder of the starting weights (see save_initial)
 _OWNER = re.compile(r"(?:zero_pp_rank_|kiln_rank_)(\d+)")
 
 
@@ -59,6 +60,8 @@ class Checkpointer:
                  extra_files: list[Path] | None = None) -> None:
         self.cfg, self.ckpts, self.rank, self.world = cfg, ckpts, rank, world
         self.extra_files = extra_files or []  # e.g. tokenizer.model, copied into every checkpoint by rank 0
+        # Which rank uploads a file; model-parallel runs replace it (kiln_trainer.train.ckpt_owners).
+        self.owner = owner_rank
         self.local = Path(cfg.checkpoint.local_dir) / cfg.run
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -85,7 +88,7 @@ class Checkpointer:
             for extra in self.extra_files:
                 shutil.copyfile(extra, folder / extra.name)
         dist.barrier()  # every rank's local files are complete before anyone lists the folder
-        mine = [p for p in folder.iterdir() if p.is_file() and owner_rank(p.name) == self.rank]
+        mine = [p for p in folder.iterdir() if p.is_file() and self.owner(p.name) == self.rank]
         stall = time.perf_counter() - t0
         job = lambda: self._upload(step, attempt, mine, meta)  # noqa: E731
         if sync or not self.cfg.checkpoint.async_upload:
@@ -95,6 +98,21 @@ class Checkpointer:
             self._thread = threading.Thread(target=self._guarded, args=(job,), name=f"upload-{tag}", daemon=True)
             self._thread.start()
         return stall
+
+    # --- the starting point, for a rollback before the first commit -------------------------
+
+    def save_initial(self, engine: Any) -> None:
+        """Keep the starting weights and optimizer state in the local folder (never uploaded): a loss
+        spike before the first commit rolls back to them instead of keeping the spiked weights."""
+        engine.save_checkpoint(str(self.local), tag=INITIAL, client_state={}, save_latest=False)
+        dist.barrier()
+
+    def load_initial(self, engine: Any) -> None:
+        """Restore what `save_initial` kept; raises when it was never saved."""
+        path, _ = engine.load_checkpoint(str(self.local), tag=INITIAL, load_module_strict=True,
+                                         load_optimizer_states=True, load_lr_scheduler_states=False)
+        if path is None:
+            raise CheckpointError(f"no initial weights in {self.local / INITIAL} to roll back to")
 
     def _guarded(self, job: Any) -> None:
         try:
@@ -116,6 +134,7 @@ class Checkpointer:
         for old in self.local.glob("step-*"):  # local copies of older steps are no longer needed
             if old.name < step_folder(step):
                 shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.local / INITIAL, ignore_errors=True)  # a commit is now the rollback target
 
     def wait(self) -> None:
         """Block until the pending upload is done; re-raise its failure."""

@@ -144,6 +144,13 @@ class Sinks:
         for s in self.sinks:
             s.write(record)
 
+    def progress(self, record: dict[str, Any]) -> None:
+        """To the progress sinks only (status.progress), e.g. a commit that finished after the last
+        metrics record: the metrics history keeps one record per step."""
+        for s in self.sinks:
+            if isinstance(s, ProgressSink):
+                s.write(record)
+
     def close(self) -> None:
         for s in self.sinks:
             s.close()
