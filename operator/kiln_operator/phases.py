@@ -27,6 +27,7 @@ from kiln_operator.builders.pytorchjob import build_pytorchjob
 from kiln_operator.builders.rbac import build_rbac
 from kiln_operator.configmap import TRAINING_HASH, build_config_map, compiled, dataset_uri
 from kiln_operator.kube import Kube
+from kiln_operator.policy import Policy
 from kiln_operator.status import Transition, after_export
 
 
@@ -69,6 +70,9 @@ def _ensure(ctx: Ctx, obj: dict[str, Any]) -> dict[str, Any]:
 def step_pending(ctx: Ctx) -> Transition | None:
     """Referenced runs, compile, preflight, then the per-run RBAC and ConfigMap; a run that cannot compile
     or fit fails here. No spec makes this raise: anything the pure part throws becomes PreflightError."""
+    forbidden = Policy.from_env().violation(ctx.run)  # the chart's admission policy, checked again
+    if forbidden is not None:
+        return Transition("Failed", "PolicyViolation", forbidden)
     ctx.hold, failed = causes.missing_references(ctx.kube, ctx.run)
     if failed is not None or ctx.hold is not None:
         return failed
