@@ -62,4 +62,10 @@ app.kubernetes.io/component: operator
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]         # serving targets' repository-API key only; never get/list: no Secret is read
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create"]  # ingress rules of serving and canary pods
 {{- end -}}
