@@ -102,8 +102,21 @@ def test_rbac_covers_what_the_operator_creates() -> None:
 def test_deployment_is_restricted() -> None:
     text = (CHART / "templates" / "deployment.yaml").read_text()
     for needle in ("runAsNonRoot: true", "readOnlyRootFilesystem: true", "allowPrivilegeEscalation: false",
-                   'drop: ["ALL"]', "type: RuntimeDefault", "replicas: 1"):
+                   'drop: ["ALL"]', "type: RuntimeDefault"):
         assert needle in text, needle
+
+
+def test_operator_is_highly_available_with_leader_election() -> None:
+    """Two replicas by default; only the Lease holder reconciles, so the chart must enable the election
+    and let the ServiceAccount write its Lease (nothing more of coordination.k8s.io)."""
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "replicas: {{ .Values.operator.replicas }}" in deployment and _values()["operator"]["replicas"] == 2
+    assert "KILN_LEADER_ELECTION" in deployment and "fieldPath: metadata.name" in deployment
+    rbac = (CHART / "templates" / "rbac.yaml").read_text()
+    lease_rules = [r for doc in rbac.split("\n---") if "kind: Role\n" in doc and "leases" in doc
+                   for r in yaml.safe_load(re.sub(r"{{.*?}}", "x", doc))["rules"]]
+    assert lease_rules == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                            "verbs": ["get", "create", "update"]}]
 
 
 def test_prometheus_rule_has_the_brief_alerts() -> None:
