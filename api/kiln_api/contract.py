@@ -98,6 +98,16 @@ METRICS_PORT_NAME = "metrics"
 TERMINATION_GRACE_SECONDS = 120
 """SIGTERM → SIGKILL window of a training pod: the ranks commit an emergency checkpoint in it."""
 
+# Trainer progress goes into a per-run ConfigMap (the only object the trainer's identity may write);
+# the operator validates it and copies it into status.progress, so no trainer can touch the status.
+PROGRESS_DATA_KEY = "progress.json"
+
+
+def progress_configmap(run_name: str) -> str:
+    """Name of the run's progress ConfigMap (the trainer knows its run from ENV_RUN_NAME)."""
+    return f"{run_name}-progress"
+
+
 # Triton's repository API (load/unload) is restricted to holders of a per-target key: the serving
 # pod gets it from the Secret the operator creates (ENV_TRITON_REPOSITORY_KEY) and starts Triton with
 # the restricted-API flags; the operator sends it in this header. Inference needs no key.
