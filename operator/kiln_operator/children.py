@@ -94,8 +94,13 @@ _BLOCKED = {
 
 
 def blocked(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """(reason, message naming the pod and the object at fault) when a pod cannot start its container."""
+    """(reason, message naming the pod and the object at fault) when a pod cannot start its container,
+    or the scheduler found no node for it (``Unschedulable``: resources, selectors, taints)."""
     for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                    and cond.get("reason") == "Unschedulable":
+                return "Unschedulable", f"pod {(pod.get('metadata') or {}).get('name', '?')}: {cond.get('message', '')}"
         for st in (pod.get("status") or {}).get("containerStatuses") or []:
             waiting = (st.get("state") or {}).get("waiting") or {}
             reason = _BLOCKED.get(str(waiting.get("reason")))

@@ -22,6 +22,8 @@ from typing import Any
 from kiln_api import contract as c
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+GATE_DEADLINE_S = 15 * 60
+"""activeDeadlineSeconds of a gate Job (see build_gate_job)."""
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 ROLE_SERVING, ROLE_CANARY = "serving", "canary"
 
@@ -242,6 +244,9 @@ def build_gate_job(
         "metadata": meta,
         "spec": {
             "backoffLimit": 0,
+            # A gate whose pod never starts (image, quota) or hangs fails by itself: the rollout reads
+            # the Job's DeadlineExceeded instead of waiting forever. It sends a few prompts: 15 min is ample.
+            "activeDeadlineSeconds": GATE_DEADLINE_S,
             "ttlSecondsAfterFinished": 3600,
             "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": {
                 **_pod_spec(t, [gate], []), "restartPolicy": "Never"}},
