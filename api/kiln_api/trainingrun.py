@@ -131,8 +131,8 @@ class TokenizerSpec:
 class DataSpec:
     """What to train on and how to prepare it."""
 
-    sources: list[DataSource] = knob(factory=list, max_items=64, min_items=1)
-    """Input corpora; at least one."""
+    sources: list[DataSource] = knob(max_items=64, min_items=1)
+    """Input corpora; at least one (required: a default [] would break its own minItems)."""
     cleaning: CleaningSpec = field(default_factory=CleaningSpec)
     """Filters applied before tokenization."""
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
