@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from kiln_trainer.storage import NotFound, Store
+from kiln_trainer.train.consolidate_parallel import parallel_state_dict
 
 COMMIT_MARKERS = ("COMMITTED", "_COMMITTED", "commit", "COMMIT", "_SUCCESS", "commit.json")
 """File names accepted as the commit marker of a step folder."""
@@ -165,6 +166,9 @@ def consolidate(local: Path) -> dict[str, torch.Tensor]:
         raise ExportError(f"{local}: no DeepSpeed model states (*mp_rank_00_model_states.pt) in the checkpoint")
     states = found[0]
     tag_dir = states.parent
+    parallel = parallel_state_dict(tag_dir)  # pipeline / tensor-parallel files back into GPT's names
+    if parallel is not None:
+        return parallel
     if any(tag_dir.glob("*zero_pp_rank_*_optim_states.pt")) or any(tag_dir.glob("zero_pp_rank_*_model_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

@@ -62,8 +62,18 @@ def build_model(cfg: TrainConfig) -> GPT:
 
 
 def build_engine(cfg: TrainConfig, model: GPT, world: int) -> Any:
+    """The DeepSpeed engine for the run's layout: data parallel, pipeline (PipelineEngine) or tensor parallel."""
     import deepspeed
+    import torch.distributed as dist
 
+    if cfg.parallel.pipeline > 1:
+        from kiln_trainer.train.pipeline import build_pipeline_engine
+
+        return build_pipeline_engine(cfg, model, world)
+    if cfg.parallel.tensor > 1:
+        from kiln_trainer.train.tensor_parallel import build_tensor_parallel_engine
+
+        return build_tensor_parallel_engine(cfg, model, dist.get_rank(), world)
     ds = deepspeed_config(cfg, world)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds)
     if world == 1 and cfg.zero.stage == 0:
@@ -71,6 +81,14 @@ def build_engine(cfg: TrainConfig, model: GPT, world: int) -> Any:
         # every gradient at each boundary (~10% of a CPU step in bench_trainer).
         engine.enable_backward_allreduce = False
     return engine
+
+
+def data_coords(engine: Any, rank: int, world: int) -> tuple[int, int]:
+    """(data-parallel rank, replicas): the coordinates that pick a rank's sequences of each batch."""
+    mpu = engine.mpu
+    if mpu is None:
+        return rank, world
+    return mpu.get_data_parallel_rank(), mpu.get_data_parallel_world_size()
 
 
 def build_teacher(cfg: TrainConfig, device: str) -> DistillLoss | None:

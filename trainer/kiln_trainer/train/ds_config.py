@@ -57,7 +57,8 @@ def _precision_section(cfg: TrainConfig) -> dict[str, Any]:
 
 def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     """The config dict handed to `deepspeed.initialize` for this run on `world_size` ranks."""
-    accum = batch_arithmetic(cfg.batch.global_batch_size, cfg.batch.micro_batch_size, world_size)
+    # The batch splits over data-parallel replicas; pipeline stages and tensor ranks of one replica share it.
+    accum = batch_arithmetic(cfg.batch.global_batch_size, cfg.batch.micro_batch_size, cfg.data_parallel(world_size))
     o = cfg.optim
     ds: dict[str, Any] = {
         "train_batch_size": cfg.batch.global_batch_size,

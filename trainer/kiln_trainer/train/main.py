@@ -20,6 +20,7 @@ from kiln_api.train_presets import apply_preset
 
 from kiln_trainer.train import build, launch
 from kiln_trainer.train.checkpoint import Checkpointer
+from kiln_trainer.train.ckpt_owners import engine_owners
 from kiln_trainer.train.data import load_splits
 from kiln_trainer.train.ds_config import deepspeed_config
 from kiln_trainer.train.faults import PreemptionFlag
@@ -27,6 +28,7 @@ from kiln_trainer.train.launch import init_process_group, read_env
 from kiln_trainer.train.loop import Hooks, Outcome, Trainer
 from kiln_trainer.train.metrics import ProgressCallback, peak_flops
 from kiln_trainer.train.model import count_params, flops_per_token
+from kiln_trainer.train.pipeline import PipelineTrainer
 from kiln_trainer.train.status_sink import status_progress_from_env
 
 log = logging.getLogger("kiln.train")
@@ -57,10 +59,14 @@ def run_training(cfg: TrainConfig, hooks: Hooks | None = None,
     store, ckpts = build.open_run_store(cfg)
     extra = [splits.tokenizer_path] if splits.tokenizer_path else []
     ckpt = Checkpointer(cfg, ckpts, env.rank, env.world_size, extra_files=extra)
+    if engine.mpu is not None:  # model parallel: files are named by (data, model) rank, not global rank
+        ckpt.owner = engine_owners(engine, env.rank, env.world_size)
+    data_rank, replicas = build.data_coords(engine, env.rank, env.world_size)
+    trainer_class = PipelineTrainer if cfg.parallel.pipeline > 1 else Trainer
     sinks = build.build_sinks(cfg, store, env.rank, progress)
     preempt = PreemptionFlag(cfg.faults.sigterm_grace_seconds)
     try:
-        trainer = Trainer(cfg, engine, splits, ckpt, sinks, rank=env.rank, world=env.world_size, accum=accum,
+        trainer = trainer_class(cfg, engine, splits, ckpt, sinks, rank=data_rank, world=replicas, accum=accum,
                           device=device, flops_per_token=flops_per_token(cfg.model, cfg.batch.seq_len, n_params),
                           peak_flops=peak_flops(cfg.monitor.peak_tflops),
                           distill=build.build_teacher(cfg, device), hooks=hooks)

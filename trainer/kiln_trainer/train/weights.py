@@ -38,6 +38,11 @@ def _local_copy(uri: str, scratch: Path) -> Path:
 
 
 def _checkpoint_state(folder: Path) -> dict[str, torch.Tensor]:
+    from kiln_trainer.train.consolidate_parallel import parallel_state_dict
+
+    parallel = parallel_state_dict(folder)
+    if parallel is not None:
+        return parallel
     names = {p.name for p in folder.iterdir()}
     if any("zero_pp_rank" in n and n.endswith("model_states.pt") for n in names):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
