@@ -30,6 +30,8 @@ class GenerateRequest:
     top_p: float = 1.0
     seed: int | None = None
     stream: bool = False
+    no_repeat_ngram: int = 0
+    """0: plain decoding; n >= 2: the served model never repeats an n-gram (versions exported with it)."""
 
 
 @dataclass
@@ -61,6 +63,8 @@ def _inputs(req: GenerateRequest) -> list[Any]:
     ]
     if req.seed is not None:
         out.append(tensor("SEED", req.seed, "INT64", np.int64))
+    if req.no_repeat_ngram:  # only when asked: versions exported before the input existed reject it
+        out.append(tensor("NO_REPEAT_NGRAM", req.no_repeat_ngram, "INT32", np.int32))
     return out
 
 

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
     gen.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    gen.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                     help="never repeat an N-token phrase of the prompt + continuation (N >= 2; 0 = off)")
     gen.add_argument("--url", default=None, help="Triton gRPC host:port (default: the target Service)")
 
     est = sub.add_parser("estimate", help="preflight a run: memory per device, FLOPs, time, cost")

@@ -124,12 +124,16 @@ def test_service_parses_and_rejects_requests(served):
                          "TEMPERATURE": np.array([[0.5]], np.float32), "SEED": np.array([[3]]), "STREAM": np.array([[True]])}, served)
     assert req.prompt_ids == served.encode("the cat") and req.stream and req.params.seed == 3
     assert req.params.max_new_tokens == 4 and req.params.temperature == 0.5
+    assert req.params.no_repeat_ngram == 0  # off unless asked
+    asked = parse_request({"INPUT_IDS": np.array([[1, 2]]), "NO_REPEAT_NGRAM": np.array([[3]], np.int32)}, served)
+    assert asked.params.no_repeat_ngram == 3
     cases = [
         ({}, "give exactly one"),
         ({"TEXT": np.array([[b"x"]], dtype=object), "INPUT_IDS": np.array([[1]])}, "give exactly one"),
         ({"INPUT_IDS": np.array([[1, 2]]), "MAX_NEW_TOKENS": np.array([[0]])}, "MAX_NEW_TOKENS"),
         ({"INPUT_IDS": np.array([[1] * 60]), "MAX_NEW_TOKENS": np.array([[10]])}, "exceeds the model context"),
         ({"INPUT_IDS": np.array([[1, 2]]), "TOP_P": np.array([[1.5]])}, "TOP_P"),
+        ({"INPUT_IDS": np.array([[1, 2]]), "NO_REPEAT_NGRAM": np.array([[1]], np.int32)}, "NO_REPEAT_NGRAM"),
     ]
     for inputs, msg in cases:
         with pytest.raises(GenerationError, match=msg):

@@ -8,6 +8,7 @@ from kiln_trainer.serving.generate import (
     check_prompt,
     generate,
     generate_batch,
+    repeated_ngram_ends,
 )
 from kiln_trainer.train.model import GPT
 
@@ -68,7 +69,8 @@ def test_stop_token_ends_a_row_early(pair):
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [({"max_new_tokens": 0}, "MAX_NEW_TOKENS"), ({"temperature": -1.0}, "TEMPERATURE"),
-     ({"top_k": -1}, "TOP_K"), ({"top_p": 0.0}, "TOP_P"), ({"seed": -5}, "SEED")],
+     ({"top_k": -1}, "TOP_K"), ({"top_p": 0.0}, "TOP_P"), ({"seed": -5}, "SEED"),
+     ({"no_repeat_ngram": 1}, "NO_REPEAT_NGRAM"), ({"no_repeat_ngram": -2}, "NO_REPEAT_NGRAM")],
 )
 def test_bad_sampling_params_name_the_input(kwargs, name):
     with pytest.raises(GenerationError, match=name):
@@ -121,3 +123,34 @@ def test_rows_that_cannot_share_the_context_are_split():
     # 12-token prompt + 2 new, and 2-token prompt + 10 new: padded together they would need 22 > 16.
     out = generate_batch(m, [list(range(1, 13)), [1, 2]], [SamplingParams(max_new_tokens=2), SamplingParams(max_new_tokens=10)])
     assert [len(o) for o in out] == [2, 10]
+
+
+def test_repeated_ngram_ends_are_the_tokens_that_would_repeat_a_phrase():
+    assert repeated_ngram_ends([5, 6, 7, 5, 6], 3) == {7}  # 5 6 7 is in, so 7 after "5 6" repeats it
+    assert repeated_ngram_ends([5, 6, 5, 6, 5], 2) == {6}
+    assert repeated_ngram_ends([9, 9, 9], 3) == {9}  # a fourth 9 would repeat "9 9 9"
+    assert repeated_ngram_ends([1, 2, 3], 3) == set() and repeated_ngram_ends([1, 1, 1], 0) == set()
+
+
+class _Loop(torch.nn.Module):
+    """A model whose greedy choice is always token 7, then 8: plain greedy decoding loops on 7."""
+
+    def forward(self, input_ids, past_kv=None, use_cache=True):
+        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], 12)
+        logits[..., 7], logits[..., 8], logits[..., 9] = 3.0, 2.0, 1.0
+        return logits, None
+
+
+def test_no_repeat_ngram_breaks_a_greedy_loop_and_keeps_greedy_otherwise(pair):
+    loop = _Loop()
+    assert generate(loop, [1], SamplingParams(max_new_tokens=6)) == [7] * 6
+    # n = 3: at most three 7s in a row, then the next best token; no trigram ever comes back.
+    got = generate(loop, [1], SamplingParams(max_new_tokens=8, no_repeat_ngram=3))
+    assert got[:4] == [7, 7, 7, 8]
+    seq = [1, *got]
+    trigrams = [tuple(seq[i:i + 3]) for i in range(len(seq) - 2)]
+    assert len(trigrams) == len(set(trigrams))
+    # A rule that cannot bite (no 10-gram fits in 3 + 6 tokens) leaves greedy decoding as it was.
+    _, m = pair
+    plain = generate(m, [3, 1, 4], SamplingParams(max_new_tokens=6))
+    assert generate(m, [3, 1, 4], SamplingParams(max_new_tokens=6, no_repeat_ngram=10)) == plain

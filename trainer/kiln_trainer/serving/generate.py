@@ -10,6 +10,11 @@ decode loop per prompt length.
 Sampling: temperature 0 is greedy (argmax); otherwise logits / temperature, then top-k, then top-p
 (nucleus), then one draw from a per-request `torch.Generator` seeded by `seed`, so a seeded request
 gives the same tokens regardless of what else is in its batch.
+
+`no_repeat_ngram` (off by default) is a decoding rule, not part of the model: before each pick, every
+token that would complete an n-gram already present in the prompt + continuation is removed (the
+rule of Hugging Face's `no_repeat_ngram_size`). With n = 3 no token can follow itself more than
+three times and no three-token phrase comes back. Greedy decoding stays deterministic under it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ class SamplingParams:
     stop_token_id: int | None = None
     """Generation of a request ends after it emits this token (usually the tokenizer's EOS)."""
 
+    no_repeat_ngram: int = 0
+    """n >= 2: never emit a token that repeats an n-gram of the prompt + continuation; 0 turns it off."""
+
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise GenerationError(f"MAX_NEW_TOKENS: must be an integer >= 1, got {self.max_new_tokens!r}")
@@ -64,6 +72,9 @@ class SamplingParams:
             raise GenerationError(f"TOP_P: must be in (0, 1], got {self.top_p!r}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise GenerationError(f"SEED: must be in [0, 2^63), got {self.seed!r}")
+        n = self.no_repeat_ngram
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n == 1:
+            raise GenerationError(f"NO_REPEAT_NGRAM: must be 0 (off) or an integer >= 2, got {n!r}")
 
     @property
     def greedy(self) -> bool:
@@ -99,6 +110,14 @@ def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
         drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def repeated_ngram_ends(seq: Sequence[int], n: int) -> set[int]:
+    """Tokens that would complete an n-gram already in `seq` if appended to it (empty for n < 2)."""
+    if n < 2 or len(seq) < n:
+        return set()
+    head = list(seq[len(seq) - n + 1:])  # the n-1 tokens a new n-gram would start with
+    return {int(seq[i + n - 1]) for i in range(len(seq) - n + 1) if list(seq[i:i + n - 1]) == head}
 
 
 def _make_generator(params: SamplingParams) -> torch.Generator | None:
@@ -148,7 +167,12 @@ def _generate_group(
             if done[row]:
                 nxt.append(0)  # a finished row still rides along the batch; its tokens are ignored
                 continue
-            tok = _pick(last[row], params[row], gens[row])
+            row_logits = last[row]
+            banned = repeated_ngram_ends([*prompts[row], *out[row]], params[row].no_repeat_ngram)
+            if banned:
+                row_logits = row_logits.clone()
+                row_logits[list(banned)] = float("-inf")
+            tok = _pick(row_logits, params[row], gens[row])
             nxt.append(tok)
             out[row].append(tok)
             if on_token is not None:
