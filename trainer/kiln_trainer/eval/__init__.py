@@ -1,0 +1,1 @@
+"""Measurements of a trained model's output (quality figures the demo prints)."""
