@@ -1,8 +1,9 @@
 """`make demo`: the whole kiln flow on the embedded cluster, narrated.
 
-cluster up → helm install the chart → S3 bucket + credentials Secret → apply examples/tiny.yaml →
-follow the run (prepare, 2-pod DeepSpeed training, export, Triton rollout) → generate text from the
-served model → plot the loss curves.
+cluster up → helm install the chart → S3 bucket + credentials Secret → the demo corpus (real Chinese
+and English text from package registries, see ``kiln_trainer.data.demo_corpus``) uploaded to the
+bucket → apply examples/demo.yaml → follow the run (prepare, 2-pod DeepSpeed training, export, Triton
+rollout) → generate text from the served model and measure its Chinese → plot the loss curves.
 """
 
 from __future__ import annotations
@@ -10,16 +11,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from kiln_devcluster import controlplane
 from kiln_devcluster.paths import REPO_ROOT, StatePaths
 
 NAMESPACE = "default"
-RUN = "tiny"
-EXAMPLE = REPO_ROOT / "examples" / "tiny.yaml"
-PROMPTS = ("Later, Tara wrote", "Fog covered the roofs, so", "张阿姨笑着回答：")
+RUN = "demo"
+TARGET = "demo-llm"
+EXAMPLE = REPO_ROOT / "examples" / "demo.yaml"
+CORPUS_PREFIX = "corpora/demo"
+"""Where examples/demo.yaml's sources point: s3://kiln/corpora/demo/{zh,en}/."""
+ZH_PROMPTS = ("《浣溪沙》 苏轼\n\n", "春风", "明月几时有")
+EN_PROMPTS = ("The list type",)
+NO_REPEAT_NGRAM = 3
+"""Greedy decoding with the served model's no-repeat rule (`kiln generate --no-repeat-ngram 3`):
+no three-token phrase comes back, so no token runs more than three times (the figures say so)."""
 
 
 def say(msg: str) -> None:
@@ -55,11 +65,15 @@ def install_chart(env: dict[str, str]) -> None:
           "-f", str(chart / "ci" / "devcluster-values.yaml"), "--wait", "--timeout", "5m"], env)
 
 
-def prepare_storage(env: dict[str, str]) -> None:
+def _s3(env: dict[str, str]) -> Any:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+
+def prepare_storage(env: dict[str, str]) -> None:
+    s3 = _s3(env)
     if "kiln" not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket="kiln")
     kubectl = str(_bin() / "kubectl")
@@ -71,12 +85,21 @@ def prepare_storage(env: dict[str, str]) -> None:
                    capture_output=True)
 
 
+def upload_corpus(env: dict[str, str]) -> Path:
+    """The demo corpus (built once from the fetched registry packages) in the bucket the prepare Job reads."""
+    from kiln_trainer.data import demo_corpus
+
+    folder = demo_corpus.cached()
+    s3 = _s3(env)
+    for part in ("zh", "en"):
+        for f in sorted((folder / part).glob("*.jsonl.zst")):
+            s3.upload_file(str(f), "kiln", f"{CORPUS_PREFIX}/{part}/{f.name}")
+    return folder
+
+
 def forget_checkpoints(env: dict[str, str]) -> None:
     """Remove the checkpoints and metrics of an earlier demo run (model versions stay)."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    s3 = _s3(env)
     prefix = f"demo/{NAMESPACE}/runs/{RUN}/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -106,6 +129,46 @@ def follow(env: dict[str, str], deadline_s: float) -> str:
     raise TimeoutError(f"run {RUN} did not finish within {deadline_s:.0f}s")
 
 
+def generate_all(env: dict[str, str]) -> list[tuple[str, str]]:
+    """Greedy continuations of the demo's prompts from the served model, printed as they come."""
+    pairs = []
+    for prompt in (*ZH_PROMPTS, *EN_PROMPTS):
+        out = kiln(["generate", TARGET, prompt, "--max-new-tokens", "40", "--no-repeat-ngram", str(NO_REPEAT_NGRAM)],
+                   env)
+        text = out.stdout.rstrip("\n")
+        print(f"  {prompt!r} → {text!r}", flush=True)
+        pairs.append((prompt, text))
+    return pairs
+
+
+def download_served(env: dict[str, str], dest: Path) -> Path:
+    """The newest version of the target's model from the run's model repository (what Triton serves)."""
+    s3, prefix = _s3(env), f"demo/{NAMESPACE}/models/{TARGET}/"
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix=prefix)
+            for o in page.get("Contents", [])]
+    version = max(int(k[len(prefix):].split("/", 1)[0]) for k in keys if k[len(prefix):].split("/", 1)[0].isdigit())
+    folder = dest / str(version)
+    for key in keys:
+        rest = key[len(prefix):]
+        if rest.startswith(f"{version}/") and "/" not in rest[len(f"{version}/"):]:
+            folder.mkdir(parents=True, exist_ok=True)
+            s3.download_file("kiln", key, str(folder / rest.split("/", 1)[1]))
+    return folder
+
+
+def measure(env: dict[str, str], corpus: Path, pairs: list[tuple[str, str]]) -> bool:
+    """Print the Chinese quality figures of the served version; True when every goal is met."""
+    from kiln_trainer.data.demo_corpus import heldout_texts
+    from kiln_trainer.eval.quality import report
+
+    with tempfile.TemporaryDirectory(prefix="kiln-demo-") as tmp:
+        r = report(download_served(env, Path(tmp)), heldout_texts(corpus),
+                   [(p, t) for p, t in pairs if p in ZH_PROMPTS])
+    for line in r.lines():
+        print(f"  {line}", flush=True)
+    return r.met()
+
+
 def main() -> int:
     t0 = time.monotonic()
     paths = StatePaths.from_env()
@@ -116,6 +179,8 @@ def main() -> int:
     install_chart(env)
     say("creating the bucket and the credentials Secret")
     prepare_storage(env)
+    say(f"uploading the demo corpus (chinese-poetry from npm, python3.11-doc from Debian) to s3://kiln/{CORPUS_PREFIX}")
+    corpus = upload_corpus(env)
     say(f"applying {EXAMPLE.relative_to(REPO_ROOT)}")
     # A second `make demo` trains again from scratch and rolls a new version out to the same target.
     _run([str(_bin() / "kubectl"), "delete", "trainingrun", RUN, "-n", NAMESPACE, "--ignore-not-found",
@@ -124,16 +189,16 @@ def main() -> int:
     print(kiln(["submit", str(EXAMPLE)], env).stdout.strip())
     phase = follow(env, deadline_s=float(os.environ.get("KILN_DEMO_DEADLINE", "1800")))
     if phase != "Succeeded":
-        say("the run failed; see `kiln status tiny` and `kubectl get events`")
+        say(f"the run failed; see `kiln status {RUN}` and `kubectl get events`")
         return 1
-    say("text from the served model (kiln generate)")
-    for prompt in PROMPTS:
-        out = kiln(["generate", "tiny-llm", prompt, "--max-new-tokens", "40"], env)  # greedy
-        print(f"  {prompt!r} → {out.stdout.strip()!r}")
+    say(f"text from the served model (kiln generate, greedy, --no-repeat-ngram {NO_REPEAT_NGRAM})")
+    pairs = generate_all(env)
+    say("Chinese quality of the served version (held-out poems; python -m kiln_trainer.eval.quality)")
+    met = measure(env, corpus, pairs)
     plot = paths.root / "loss.png"
     kiln(["plot", RUN, "-o", str(plot)], env)
     say(f"loss curves: {plot}")
-    say(f"demo finished in {time.monotonic() - t0:.0f}s")
+    say(f"demo finished in {time.monotonic() - t0:.0f}s; Chinese quality goals {'met' if met else 'MISSED'}")
     return 0
 
 
