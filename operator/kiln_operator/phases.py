@@ -14,6 +14,7 @@ from typing import Any
 
 from kiln_api.contract import EXIT_QUANTIZATION_REJECTED
 from kiln_api.estimate import estimate, explain
+from kiln_api.estimate_calibration import estimate_vs_actual
 from kiln_api.presets import ACCELERATORS
 from kiln_api.s3layout import RunLayout
 from kiln_api.specfields import SpecError
@@ -28,6 +29,7 @@ from kiln_operator.builders.rbac import build_rbac
 from kiln_operator.configmap import TRAINING_HASH, build_config_map, compiled, dataset_uri
 from kiln_operator.kube import Kube
 from kiln_operator.policy import Policy
+from kiln_operator.progress import build_progress_configmap, copy_progress
 from kiln_operator.status import Transition, after_export
 
 
@@ -85,11 +87,11 @@ def step_pending(ctx: Ctx) -> Transition | None:
         return Transition("Failed", "PreflightError", f"the spec could not be compiled: {type(e).__name__}: {e}")
     ctx.status_patch["estimate"] = {
         "params": est.params, "memoryPerDeviceBytes": est.memory.total, "deviceMemoryBytes": est.device_memory,
-        "flops": est.flops, "hours": est.hours, "cost": est.cost,
+        "flops": est.flops, "hours": est.hours, "cost": est.cost, "stepSeconds": est.step_seconds,
     }
     if not est.fits:
         return Transition("Failed", "PreflightFailed", explain(est))
-    for obj in [*build_rbac(ctx.run), config_map]:
+    for obj in [*build_rbac(ctx.run), build_progress_configmap(ctx.run), config_map]:
         _ensure(ctx, obj)
     for note in compiled(ctx.run).notes:  # preset values the compiler adapted to this run, e.g. a shorter warmup
         ctx.event("PresetAdjusted", note)
@@ -182,6 +184,7 @@ def _training(ctx: Ctx) -> Transition | None:
     main = objs[-1]
     name = main["metadata"]["name"]
     ctx.status_patch["trainingJob"] = {"kind": kind, "name": name}
+    copy_progress(ctx.kube, ctx.run, ctx.status_patch)  # the trainer's record, validated
     used = _account(ctx)
     budget = ctx.run.spec.budget.max_gpu_hours
     existing = ctx.kube.get(main["apiVersion"], main["kind"], ctx.run.namespace, name)
@@ -204,6 +207,7 @@ def _training(ctx: Ctx) -> Transition | None:
     assert job is not None
     state, message = children.outcome(job)
     if state == "Succeeded":
+        ctx.status_patch["estimate"] = estimate_vs_actual(ctx.status)
         return Transition("Exporting", "TrainingFinished", "training job succeeded")
     if state == "Failed":
         return _restart(ctx, job, message)

@@ -1,14 +1,16 @@
-"""Per-run identity: the trainer pods may patch the status of their own TrainingRun and nothing else.
+"""Per-run identity: the trainer pods may patch their run's progress ConfigMap and nothing else.
 
 This is how progress reaches ``status.progress`` without the operator ever reading tenants' S3
-credentials: the trainer writes it, through a Role scoped by resourceNames to one object.
+credentials: the trainer writes it into ConfigMap ``<run>-progress`` through a Role scoped by
+resourceNames to that one object, and the operator validates it and copies it into the status
+(kiln_operator/progress.py). The trainer cannot touch the status itself (usage, cost, phase).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kiln_api import trainingrun as tr
+from kiln_api import contract as c
 
 from kiln_operator.builders.common import Run, child_name, metadata, trainer_sa
 
@@ -20,7 +22,7 @@ def build_service_account(run: Run) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": metadata(run, child_name(run, STAGE), STAGE),
-        "automountServiceAccountToken": True,  # the trainer's status sink needs the token
+        "automountServiceAccountToken": True,  # the trainer's progress sink needs the token
     }
 
 
@@ -31,9 +33,9 @@ def build_role(run: Run) -> dict[str, Any]:
         "metadata": metadata(run, child_name(run, STAGE), STAGE),
         "rules": [
             {
-                "apiGroups": [tr.GROUP],
-                "resources": [f"{tr.PLURAL}/status"],
-                "resourceNames": [run.name],
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [c.progress_configmap(run.name)],
                 "verbs": ["get", "patch"],
             }
         ],

@@ -100,7 +100,8 @@ def test_workload_identity_binds_the_run_service_account(gpu_run: Run) -> None:
     assert [o["kind"] for o in objs] == ["Role", "RoleBinding"]  # no SA of ours: the run brings one
     role, binding = objs
     (rule,) = role["rules"]
-    assert rule == {"apiGroups": ["kiln.dev"], "resources": ["trainingruns/status"], "resourceNames": ["big"],
+    # The run's progress ConfigMap only: never the TrainingRun status (usage, cost) itself.
+    assert rule == {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["big-progress"],
                     "verbs": ["get", "patch"]}
     assert binding["subjects"][0]["name"] == "team-a-s3"
 

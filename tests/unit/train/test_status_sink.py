@@ -47,10 +47,12 @@ def test_patches_own_status_with_camel_case_and_rate_limits(sa, monkeypatch):
     sink({"step": 11, "tokens": 5632, "loss": 3.1, "tokens_per_s": 900.0, "eta_seconds": 39.0})
     assert len(sent) == 1, "a second record within the interval is not sent"
     url, method, headers, body = sent[0]
-    assert url == "https://10.96.0.1:443/apis/kiln.dev/v1alpha1/namespaces/team/trainingruns/tiny/status"
+    # The run's progress ConfigMap, never the TrainingRun's status (the operator copies it there).
+    assert url == "https://10.96.0.1:443/api/v1/namespaces/team/configmaps/tiny-progress"
     assert method == "PATCH" and headers["Authorization"] == "Bearer tok-1"
-    assert body == {"status": {"progress": {"step": 10, "tokens": 5120, "loss": 3.2, "tokensPerSecond": 900,
-                                            "etaSeconds": 40, "updatedAt": "2026-11-27T00:00:00Z"}}}
+    assert json.loads(body["data"]["progress.json"]) == {"step": 10, "tokens": 5120, "loss": 3.2,
+                                                          "tokensPerSecond": 900, "etaSeconds": 40,
+                                                          "updatedAt": "2026-11-27T00:00:00Z"}
     sink({"step": 60, "tokens": 30720, "loss": 2.0, "tokens_per_s": 900.0, "eta_seconds": 0})
     assert len(sent) == 2, "the final record always goes out"
 

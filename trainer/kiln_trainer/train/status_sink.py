@@ -1,9 +1,10 @@
-"""Progress into the TrainingRun's status, straight from the trainer.
+"""Progress towards the TrainingRun's status, straight from the trainer.
 
-The operator never reads tenants' storage; instead rank 0 patches `status.progress` of its own
-TrainingRun through the API server, as the pod's ServiceAccount (the operator gives each run a Role
-that allows `patch` on `trainingruns/status` for that one name). Plain HTTPS with the mounted token:
-no Kubernetes client library in the trainer image.
+The operator never reads tenants' storage; instead rank 0 patches its run's progress ConfigMap
+(`<run>-progress`) through the API server, as the pod's ServiceAccount (the operator gives each run a
+Role that allows `patch` on that one ConfigMap, nothing else), and the operator validates the record
+and copies it into `status.progress`. Plain HTTPS with the mounted token: no Kubernetes client
+library in the trainer image.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln_api import contract
-from kiln_api.trainingrun import GROUP, PLURAL, VERSION, progress_patch
+from kiln_api.trainingrun import progress_patch
 
 log = logging.getLogger("kiln.train")
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -29,7 +30,7 @@ class StatusProgress:
 
     def __init__(self, name: str, namespace: str, host: str, port: str, sa_dir: Path = SA_DIR,
                  min_interval_s: float = 10.0) -> None:
-        self.url = (f"https://{host}:{port}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status")
+        self.url = f"https://{host}:{port}/api/v1/namespaces/{namespace}/configmaps/{contract.progress_configmap(name)}"
         self.sa_dir = sa_dir
         self.min_interval_s = min_interval_s
         self._last = 0.0
@@ -41,7 +42,8 @@ class StatusProgress:
         if not final and time.monotonic() - self._last < self.min_interval_s:
             return
         self._last = time.monotonic()
-        body = json.dumps(progress_patch({k: _rounded(k, v) for k, v in progress.items() if v is not None})).encode()
+        record = progress_patch({k: _rounded(k, v) for k, v in progress.items() if v is not None})
+        body = json.dumps({"data": {contract.PROGRESS_DATA_KEY: json.dumps(record["status"]["progress"])}}).encode()
         token = (self.sa_dir / "token").read_text().strip()  # re-read: projected tokens rotate
         req = urllib.request.Request(self.url, data=body, method="PATCH", headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"})
