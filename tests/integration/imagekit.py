@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,6 +114,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = "{state}/containerd.sock.ttrpc"
 """
+
+
+def root_of(address: str) -> Path:
+    """The root folder (content store, snapshots) of the `private_containerd` serving `address`."""
+    return Path(tomllib.loads((Path(address).parent / "config.toml").read_text())["root"])
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ operator starts using, or an image a builder starts naming, is checked without e
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,18 @@ from typing import Any
 
 import pytest
 import yaml
-from imagekit import ImageRunner, Ran, missing_prerequisites, private_containerd
+from imagekit import ImageRunner, Ran, missing_prerequisites, private_containerd, root_of
 from kiln_devcluster.images.build import Built, build_all
-from kiln_devcluster.images.containerd import ID_LABEL, NAMESPACE, import_images
+from kiln_devcluster.images.containerd import (
+    ID_LABEL,
+    NAMESPACE,
+    blob_path,
+    export_layout,
+    import_images,
+    import_into_nodes,
+    layout_dir,
+)
+from kiln_devcluster.images.share import chain_ids, layer_dirs
 from kiln_devcluster.images.specs import select
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,3 +166,31 @@ def test_import_into_containerd_runs_there_and_is_skipped_when_unchanged(capsys:
         assert ran.returncode == 0 and "uid 10001" in ran.stdout, ran.stdout + ran.stderr
         import_images(built, address)
         assert "already in" in capsys.readouterr().out
+
+
+def _regular_files(top: Path) -> dict[Path, int]:
+    return {p.relative_to(top): p.stat().st_ino for p in top.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def test_two_nodes_hold_one_copy_of_an_imported_image() -> None:
+    specs = select(["operator"])
+    built: list[Built] = [b for b, s in zip(build_all(specs), specs, strict=True) if s.product]
+    with private_containerd() as first, private_containerd() as second:
+        import_into_nodes(built, [(first, root_of(first)), (second, root_of(second))])
+        layout = export_layout(built[0])
+        manifest = json.loads(blob_path(layout_dir(built[0]), str(layout["digest"])).read_text())
+        for layer in manifest["layers"]:
+            algo, _, hexd = layer["digest"].partition(":")
+            inodes = {(where / algo / hexd).stat().st_ino for where in (
+                layout_dir(built[0]) / "blobs", *(root_of(a) / "io.containerd.content.v1.content" / "blobs"
+                                              for a in (first, second)))}
+            assert len(inodes) == 1, f"layer {layer['digest']}: {len(inodes)} copies on disk"
+        config = json.loads(blob_path(layout_dir(built[0]), manifest["config"]["digest"]).read_text())
+        chain = chain_ids(config["rootfs"]["diff_ids"])
+        mine, theirs = layer_dirs(first, NAMESPACE, chain), layer_dirs(second, NAMESPACE, chain)
+        assert mine != theirs  # two unpacked trees, each in its own containerd's root
+        for a, b in zip(mine, theirs, strict=True):
+            files_a, files_b = _regular_files(a), _regular_files(b)
+            assert files_a.keys() == files_b.keys()
+            unshared = [p for p, ino in files_b.items() if files_a[p] != ino]
+            assert not unshared, f"{len(unshared)} files of {b} are a second copy, e.g. {unshared[:3]}"

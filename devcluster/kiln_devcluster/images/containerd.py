@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from kiln_devcluster.images import host
+from kiln_devcluster.images import host, share
 from kiln_devcluster.images.build import Built
 from kiln_devcluster.images.progress import CommandFailed, run, step
 
@@ -47,18 +47,18 @@ def full_name(ref: str) -> str:
     return f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
 
 
-def _layout(built: Built) -> Path:
+def layout_dir(built: Built) -> Path:
     return host.cache_dir() / "oci" / built.name
 
 
-def _blob(layout: Path, digest: str) -> Path:
+def blob_path(layout: Path, digest: str) -> Path:
     algo, _, hexd = digest.partition(":")
     return layout / "blobs" / algo / hexd
 
 
 def export_layout(built: Built) -> dict[str, object]:
     """Push the image into its OCI layout (new layers only); returns the manifest descriptor."""
-    layout = _layout(built)
+    layout = layout_dir(built)
     id_file = layout / "kiln-image-id"
     if not (id_file.exists() and id_file.read_text() == built.image_id):
         with step(f"export {built.name} ({built.ref}) to {layout}"):
@@ -78,7 +78,7 @@ def _prune(layout: Path) -> None:
     keep = set()
     for m in index["manifests"]:
         keep.add(m["digest"])
-        manifest = json.loads(_blob(layout, m["digest"]).read_text())
+        manifest = json.loads(blob_path(layout, m["digest"]).read_text())
         keep.add(manifest["config"]["digest"])
         keep.update(layer["digest"] for layer in manifest["layers"])
     for blob in (layout / "blobs" / "sha256").iterdir():
@@ -89,8 +89,8 @@ def _prune(layout: Path) -> None:
 def write_thin_archive(built: Built, descriptor: dict[str, object], have: set[str], out: IO[bytes]) -> int:
     """Stream an OCI archive of the image without the layers in `have` to `out`; returns the
     number of layers it holds. Streamed, so no archive-sized file is written."""
-    layout = _layout(built)
-    manifest = json.loads(_blob(layout, str(descriptor["digest"])).read_text())
+    layout = layout_dir(built)
+    manifest = json.loads(blob_path(layout, str(descriptor["digest"])).read_text())
     needed = [str(descriptor["digest"]), manifest["config"]["digest"]]
     needed += [la["digest"] for la in manifest["layers"] if la["digest"] not in have]
     named = {**descriptor, "annotations": {**dict(descriptor.get("annotations") or {}),  # type: ignore[call-overload]
@@ -100,7 +100,7 @@ def write_thin_archive(built: Built, descriptor: dict[str, object], have: set[st
         _add_bytes(tar, "oci-layout", (layout / "oci-layout").read_bytes())
         _add_bytes(tar, "index.json", index)
         for digest in needed:
-            tar.add(_blob(layout, digest), arcname=f"blobs/{digest.replace(':', '/')}")
+            tar.add(blob_path(layout, digest), arcname=f"blobs/{digest.replace(':', '/')}")
     return len(needed) - 2
 
 
@@ -133,9 +133,11 @@ def wait_for_socket(address: str, deadline_s: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def import_images(built: list[Built], address: str, namespace: str = NAMESPACE) -> None:
-    """Import every image of `built` that this containerd lacks (labelled with its build id)."""
+def import_images(built: list[Built], address: str, namespace: str = NAMESPACE) -> list[Built]:
+    """Import every image of `built` that this containerd lacks (labelled with its build id);
+    returns those it imported."""
     wait_for_socket(address)
+    imported = []
     for b in built:
         if has_image(address, namespace, b):
             print(f"[images] {b.name}: already in {address} ({namespace})", flush=True)
@@ -155,3 +157,24 @@ def import_images(built: list[Built], address: str, namespace: str = NAMESPACE) 
                 raise CommandFailed(f"ctr images import ({b.ref}) exited {proc.returncode}:\n{output[-3000:]}")
             print(f"[images]   {layers} new layer(s) of {b.name} sent", flush=True)
             _ctr(address, namespace, "images", "label", full_name(b.ref), f"{ID_LABEL}={b.image_id}")
+        imported.append(b)
+    return imported
+
+
+def import_into_nodes(built: list[Built], nodes: list[tuple[str, Path]], namespace: str = NAMESPACE) -> None:
+    """Import `built` into every node, given as (containerd address, containerd root), keeping
+    one copy of the bytes on disk: each imported image's blobs are linked to its OCI layout, and
+    on the nodes after the first its unpacked layers to the first node's (share.py)."""
+    first = nodes[0][0]
+    for address, root in nodes:
+        for b in import_images(built, address, namespace):
+            with step(f"share {b.name}'s bytes in {root}"):
+                layout = layout_dir(b)
+                manifest = json.loads(blob_path(layout, export_layout(b)["digest"]).read_text())  # type: ignore[arg-type]
+                digests = [manifest["config"]["digest"], *(la["digest"] for la in manifest["layers"])]
+                freed = share.share_blobs(layout / "blobs", root / "io.containerd.content.v1.content" / "blobs", digests)
+                if address != first:
+                    config = json.loads(blob_path(layout, manifest["config"]["digest"]).read_text())
+                    chain = share.chain_ids(config["rootfs"]["diff_ids"])
+                    freed += share.share_layers((first, namespace), (address, namespace), chain)
+                print(f"[images]   {freed / 1e9:.2f} GB freed by hard links", flush=True)
