@@ -7,7 +7,9 @@ published (from that Job's result line), then advances the gated rollout one ste
 Every step is idempotent; waiting happens between ticks.
 
 The annotation ``kiln.dev/hold-rollout: "true"`` on the TrainingRun holds the rollout before the
-canary is created (a manual approval step); removing it lets the rollout continue.
+canary is created (a manual approval step); removing it lets the rollout continue. The canary and
+serving deadlines count from the first tick without the hold (annotation ``kiln.dev/rollout-started-at``).
+The run is Succeeded only once every serving pod answers for the version (plan.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from kiln_operator.phases import Ctx
 
 HOLD_ANNOTATION = "kiln.dev/hold-rollout"
+CLOCK = "kiln.dev/rollout-started-at"
+TRAINING_RUN = ("kiln.dev/v1alpha1", "TrainingRun")
 EXPORT_RESULT_DEADLINE_S = 180.0
 # The serving image: Triton plus the python packages kiln's model imports (images/serving).
 SERVING_IMAGE = os.environ.get("KILN_SERVING_IMAGE", "ghcr.io/kiln-dev/kiln-serving:0.1.0")
@@ -94,9 +98,24 @@ def _exported(line: str) -> dict[str, Any] | None:
     return result if isinstance(result, dict) and "version" in result else None
 
 
-def _held(ctx: Ctx) -> bool:
-    body = ctx.kube.get("kiln.dev/v1alpha1", "TrainingRun", ctx.run.namespace, ctx.run.name) or {}
-    return str(body.get("metadata", {}).get("annotations", {}).get(HOLD_ANNOTATION, "")).lower() == "true"
+def _annotations(ctx: Ctx) -> dict[str, str]:
+    body = ctx.kube.get(*TRAINING_RUN, ctx.run.namespace, ctx.run.name) or {}
+    return dict(body.get("metadata", {}).get("annotations") or {})
+
+
+def _set_clock(ctx: Ctx, value: str | None) -> None:
+    ctx.kube.patch(*TRAINING_RUN, ctx.run.namespace, ctx.run.name, {"metadata": {"annotations": {CLOCK: value}}})
+
+
+def _rollout_clock(ctx: Ctx, annotations: dict[str, str]) -> float:
+    """Seconds the rollout has been allowed to run: counted from the first tick without a hold, so
+    time spent waiting for approval never counts against the canary or serving deadlines. Kept in an
+    annotation of the run, so a restarted (or another) operator goes on with the same clock."""
+    started = annotations.get(CLOCK)
+    if not started:
+        _set_clock(ctx, ctx.now.isoformat())
+        return 0.0
+    return max(0.0, (ctx.now - datetime.fromisoformat(started)).total_seconds())
 
 
 def _since(ctx: Ctx) -> float:
@@ -117,14 +136,17 @@ def step_rolling_out(ctx: Ctx) -> Transition | None:
                               "line are gone; delete the run's export Job and the run to export again")
         ctx.status_patch["message"] = "waiting for the export Job's result"
         return None
-    if _held(ctx):
+    annotations = _annotations(ctx)
+    if annotations.get(HOLD_ANNOTATION, "").lower() == "true":
+        if annotations.get(CLOCK):
+            _set_clock(ctx, None)  # the deadlines start again once approved
         ctx.status_patch["message"] = f"RolloutHeld: remove annotation {HOLD_ANNOTATION} to roll out v{version}"
         return None
     owner = metadata(ctx.run, "x", "rollout").get("ownerReferences", [None])[0]
     req = RolloutRequest(
         target=serving_target(ctx.run), run=ctx.run.name, version=version, prompts=list(spec.serving.gate_prompts),
         max_latency_ms=spec.serving.max_latency_ms, trainer_image=spec.image, owner=owner,
-        elapsed_s=_since(ctx), access=Access.from_env(),
+        elapsed_s=_rollout_clock(ctx, annotations), access=Access.from_env(),
     )
     decision = rollout_tick(ctx.kube, req)
     if decision.step is Step.DONE:
@@ -134,5 +156,6 @@ def step_rolling_out(ctx: Ctx) -> Transition | None:
     if decision.step is Step.FAIL:
         ctx.event("RolloutFailed", f"{decision.reason}: {decision.message}", warning=True)
         return Transition("Failed", "RolloutFailed", f"{decision.reason}: {decision.message}")
-    ctx.status_patch["message"] = f"rollout of v{version} to {req.target.name}: {decision.step.value}"
+    why = f" ({decision.reason}: {decision.message})" if decision.reason else ""
+    ctx.status_patch["message"] = f"rollout of v{version} to {req.target.name}: {decision.step.value}{why}"
     return None

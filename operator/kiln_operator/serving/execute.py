@@ -158,8 +158,10 @@ def observe(kube: KubeLike, req: RolloutRequest) -> Observed:
     for pod in kube.list(*POD, ns, _selector(b.selector(t, b.ROLE_SERVING))):
         v = pod_view(pod)
         if v.ready and v.ip:
-            v = PodView(v.ip, True, v.waiting_reason, v.restarts,
-                        req.version if _serves(v.ip, t.model, req.version) else live)
+            # Asked of each pod, never assumed from the live record: a pod that restarted may serve nothing.
+            version = req.version if _serves(v.ip, t.model, req.version) else \
+                live if live is not None and _serves(v.ip, t.model, live) else None
+            v = PodView(v.ip, True, v.waiting_reason, v.restarts, version)
         serving.append(v)
     canary = kube.get(*DEPLOY, ns, f"{t.name}-canary")
     canary_version = None

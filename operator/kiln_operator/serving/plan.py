@@ -58,8 +58,10 @@ class Observed:
     """Gate Job outcome: None (absent), "Running", "Succeeded", "Failed"."""
     gate_message: str = ""
     elapsed_s: float = 0.0
-    """Seconds since this rollout began."""
+    """Seconds since this rollout began (after any manual hold: see rollout.py)."""
     canary_deadline_s: float = 300.0
+    serving_deadline_s: float = 900.0
+    """By then every serving pod must answer for the candidate, or the rollout fails (ServingNotReady)."""
     repository: str = ""
     """Model repository the run exported to."""
     serving_repository: str | None = None
@@ -117,7 +119,7 @@ def _promote(o: Observed) -> Decision:
     ready = [p for p in o.serving_pods if p.ready and p.ip]
     if o.live_version is None or len(ready) < o.serving_replicas:
         # First rollout (pods come up with the candidate) or pods still starting.
-        return Decision(Step.WAIT_SERVING) if not _all_serve(o, ready) else Decision(Step.RECORD_LIVE)
+        return _wait_serving(o) if not _all_serve(o, ready) else Decision(Step.RECORD_LIVE)
     if not _all_serve(o, ready):
         return Decision(Step.SWAP_VERSION)
     return Decision(Step.RECORD_LIVE)
@@ -127,7 +129,28 @@ def _all_serve(o: Observed, ready: list[PodView]) -> bool:
     return len(ready) >= o.serving_replicas and all(p.version == o.candidate for p in ready)
 
 
+def _not_serving(o: Observed) -> str:
+    """Which serving pods do not (yet) answer for the candidate, and why, for the run's message."""
+    ready = [p for p in o.serving_pods if p.ready and p.ip]
+    why = [f"{p.ip or 'a pod'}: {p.waiting_reason or ('not ready' if not p.ready else f'serves v{p.version}')}"
+           for p in o.serving_pods if not (p.ready and p.ip and p.version == o.candidate)]
+    if len(ready) < o.serving_replicas and not why:
+        why = [f"{len(o.serving_pods)} of {o.serving_replicas} pods exist"]
+    return f"v{o.candidate} is not served by every pod ({'; '.join(why)})"
+
+
+def _wait_serving(o: Observed) -> Decision:
+    """Keep waiting for the serving pods, with the reason in the run's message, until the deadline."""
+    if o.elapsed_s > o.serving_deadline_s:
+        return Decision(Step.FAIL, "ServingNotReady", f"{_not_serving(o)} after {o.serving_deadline_s:.0f}s")
+    return Decision(Step.WAIT_SERVING, "ServingNotReady", _not_serving(o))
+
+
 def _finish(o: Observed) -> Decision:
+    # Recorded live is not enough: every serving pod must answer for the version now (after a
+    # restart of the cluster the record survives while the pods may crash on a missing model).
+    if not _all_serve(o, [p for p in o.serving_pods if p.ready and p.ip]):
+        return _wait_serving(o)
     if o.canary_version is not None or o.canary_pod is not None:
         return Decision(Step.CLEANUP)
     return Decision(Step.DONE)
