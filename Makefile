@@ -18,8 +18,8 @@ host-deps:       ## containerd, runc, CNI plugins, iptables, busybox for the rea
 cluster-up: cluster-build host-deps  ## start etcd, apiserver, controllers, scheduler, S3, the node(s) (KILN_NODE=real|process)
 	@$(PY) -m kiln_devcluster.cli up
 
-cluster-images: cluster-up  ## build the project's images (buildah) and import them into every real node's containerd
-	@for sock in $$($(PY) -m kiln_devcluster.cli sockets); do $(PY) -m kiln_devcluster.images import --address $$sock || exit 1; done
+cluster-images: cluster-up  ## build the project's changed images (buildah) and import them into every real node (cluster-up does it too)
+	@$(PY) -m kiln_devcluster.cli images
 
 cluster-down:    ## stop everything cluster-up started
 	@if [ -x $(PY) ]; then $(PY) -m kiln_devcluster.cli down; fi

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from kiln_devcluster import controlplane
+from kiln_devcluster.images.nodes import ensure_in_nodes
 from kiln_devcluster.nodes import node_specs
 from kiln_devcluster.paths import StatePaths
 
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p_down.add_argument("--purge", action="store_true", help="also delete the state directory (.kiln)")
     sub.add_parser("status", help="show which components are up")
     sub.add_parser("sockets", help="print each real node's containerd socket, one a line (to import images)")
+    sub.add_parser("images", help="build the project's changed images and import them into every real node")
     args = parser.parse_args(argv)
 
     paths = StatePaths.from_env()
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             controlplane.up(paths, controlplane.UpOptions(node_ready_timeout_s=args.node_ready_timeout))
         elif args.cmd == "down":
             controlplane.down(paths, purge=args.purge)
+        elif args.cmd == "images":
+            ensure_in_nodes(node_specs(paths))
         elif args.cmd == "sockets":
             print("\n".join(str(n.containerd_socket) for n in node_specs(paths)))
         else:

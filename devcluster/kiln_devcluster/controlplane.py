@@ -31,6 +31,7 @@ from kiln_devcluster.components import (
     api_ready,
     environment,
 )
+from kiln_devcluster.images.nodes import ensure_in_nodes
 from kiln_devcluster.nodes import MAX_NODES, POD_NETWORK, node_mode, node_specs
 from kiln_devcluster.paths import StatePaths, bin_dir, crds_dir
 from kiln_devcluster.pki import Pki, ensure_pki
@@ -133,6 +134,7 @@ def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
     t0 = time.monotonic()
     paths.ensure()
     if _already_up(paths):
+        _ensure_images(paths)
         say(f"already up ({time.monotonic() - t0:.1f}s); kubeconfig: {paths.kubeconfig}")
         return
     with _step("certificates and kubeconfigs ready"):
@@ -166,7 +168,14 @@ def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
         if c.name == "node":
             with _step(f"Node {NODE_NAME} Ready"):
                 bootstrap.wait_node_ready(ctx, NODE_NAME, opts.node_ready_timeout_s, partial(procs.alive, proc))
+    _ensure_images(paths)
     say(f"up in {time.monotonic() - t0:.1f}s; export KUBECONFIG={paths.kubeconfig}")
+
+
+def _ensure_images(paths: StatePaths) -> None:
+    """Real nodes run the project's own images: build what changed, import what a node lacks."""
+    if node_mode() == "real" and os.environ.get("KILN_NO_NODE") != "1":
+        ensure_in_nodes(node_specs(paths))
 
 
 def _apply_base(ctx: Ctx) -> None:

@@ -60,7 +60,7 @@ def _bin() -> Path:
 def install_chart(env: dict[str, str]) -> None:
     helm = str(_bin() / "helm")
     chart = REPO_ROOT / "charts" / "kiln"
-    # devcluster-values.yaml names the operator image the process node maps to this checkout's venv.
+    # devcluster-values.yaml names the operator image `up` built from images/operator/Dockerfile.
     _run([helm, "upgrade", "--install", "kiln", str(chart), "--namespace", "kiln-system", "--create-namespace",
           "-f", str(chart / "ci" / "devcluster-values.yaml"), "--wait", "--timeout", "5m"], env)
 
@@ -172,7 +172,7 @@ def measure(env: dict[str, str], corpus: Path, pairs: list[tuple[str, str]]) -> 
 def main() -> int:
     t0 = time.monotonic()
     paths = StatePaths.from_env()
-    say("starting the embedded cluster (etcd, kube-apiserver, controllers, scheduler, S3, process node)")
+    say("starting the embedded cluster (etcd, kube-apiserver, controllers, scheduler, S3, nodes; images built and imported)")
     controlplane.up(paths, controlplane.UpOptions())
     env = _env(paths)
     say("installing the kiln chart with helm")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tomllib
 import uuid
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from clusterlib import Cluster
+from kiln_devcluster.nodes import node_mode
 from kubernetes import client
 from waiting import wait_for
 
@@ -27,11 +27,11 @@ TRAINER_IMAGE = f"ghcr.io/kiln-dev/kiln-trainer:{_project_version()}"
 """Python + the project on real nodes (``make cluster-images`` imports it into every node)."""
 SERVING_IMAGE = f"ghcr.io/kiln-dev/kiln-serving:{_project_version()}"
 """tritonserver + the project's serving code (the process node maps it to the venv's tritonserver)."""
-PY_IMAGE = TRAINER_IMAGE if os.environ.get("KILN_NODE") == "real" else "python:3.11-slim"
+PY_IMAGE = TRAINER_IMAGE if node_mode() == "real" else "python:3.11-slim"
 """The process node maps python:3.11-slim to the project venv (devcluster/images.yaml)."""
 BUSYBOX = "kiln.local/busybox:1.35"
 """On real nodes: imported into every node's containerd by `up` (devcluster/kiln_devcluster/nodeimages.py)."""
-SH_IMAGE = BUSYBOX if os.environ.get("KILN_NODE") == "real" else "busybox:1.36"
+SH_IMAGE = BUSYBOX if node_mode() == "real" else "busybox:1.36"
 """A shell image: busybox on real nodes; the process node maps any busybox to the host's shell."""
 PAGE_PORT = 8080
 
