@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from kiln_api.compiler import resolve_spec
+from kiln_api.estimate_calibration import Calibration
 from kiln_api.presets import ACCELERATORS, GiB
 from kiln_api.rules import check_tree
 from kiln_api.train_config import ModelConfig
@@ -167,13 +168,13 @@ def bubble_fraction(t: TrainingSpec) -> float:
     return (p - 1) / (micro + p - 1)
 
 
-def memory_per_device(m: Shape, t: TrainingSpec) -> MemoryBreakdown:
+def memory_per_device(m: Shape, t: TrainingSpec, overhead: int = FRAMEWORK_OVERHEAD_BYTES) -> MemoryBreakdown:
     mp = model_parallel(t)
     params, grads, opt, host = model_state_bytes(-(-param_count(m.model) // mp), _set(t.precision, "precision"),
                                                  t.zero, max(t.devices() // mp, 1))
     acts = activation_bytes(m, _set(t.micro_batch_size, "microBatchSize"),
                             _set(t.activation_checkpointing, "activationCheckpointing"), t.parallelism.tensor)
-    return MemoryBreakdown(params, grads, opt, acts, FRAMEWORK_OVERHEAD_BYTES, host)
+    return MemoryBreakdown(params, grads, opt, acts, overhead, host)
 
 
 def parse_quantity(q: str) -> float:
@@ -218,6 +219,10 @@ class Estimate:
     """CPU training: "host" and "device" are the same memory, so offloaded bytes still count."""
     bubble: float = 0.0
     """Share of each step a pipeline's stages idle (0 without pipeline parallelism); in ``hours``."""
+    step_seconds: float = 0.0
+    """Estimated wall seconds per optimizer step."""
+    calibration: str = ""
+    """The device class whose measured calibration timed it; "" when the fixed peak × MFU did."""
 
     @property
     def needed(self) -> int:
@@ -267,8 +272,12 @@ def suggest(m: Shape, t: TrainingSpec, available: int) -> str:
     return "no single-setting change fits; add nodes or GPUs per node (ZeRO-3 divides model state by devices)"
 
 
-def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU) -> Estimate:
+def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU, calibration: Calibration | None = None) -> Estimate:
     """Preflight for one spec, with the preset's values where the spec leaves them unset.
+
+    With a `calibration` (kiln_api.estimate_calibration) time comes from the measured per-step overhead
+    and FLOP/s of that device class and the fixed overhead memory from its measured process memory;
+    without one, from the accelerator's peak × `mfu` and FRAMEWORK_OVERHEAD_BYTES.
 
     Raises SpecError when the resolved spec breaks a rule (e.g. the preset's batch on this world size).
     """
@@ -277,13 +286,19 @@ def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU) -> Estimate:
     t = spec.training
     m = model_shape(spec.model, _set(spec.data.tokenizer.vocab_size, "data.tokenizer.vocabSize"))
     psi = param_count(m.model)
-    mem = memory_per_device(m, t)
+    mem = memory_per_device(m, t, FRAMEWORK_OVERHEAD_BYTES if calibration is None else calibration.base_memory_bytes)
     available = device_memory(t)
     tokens = _tokens(m, t)
     flops = 6.0 * psi * tokens
     acc = ACCELERATORS[t.accelerator]
     bubble = bubble_fraction(t)
-    hours = flops / (t.devices() * acc.peak_flops * mfu) / (1.0 - bubble) / 3600.0
+    step_tokens = _set(t.global_batch_size, "globalBatchSize") * m.seq_len
+    step_flops = 6.0 * psi * step_tokens / t.devices()
+    if calibration is None:
+        step_s = step_flops / (acc.peak_flops * mfu) / (1.0 - bubble)
+    else:
+        step_s = calibration.step_seconds(step_flops) / (1.0 - bubble)
+    hours = step_s * tokens / step_tokens / 3600.0
     price = spec.budget.price_per_gpu_hour if spec.budget.price_per_gpu_hour is not None else acc.price_per_hour
     device_hours = hours * t.devices()
     fits = _needed(m, t) <= available
@@ -291,6 +306,7 @@ def estimate(spec: TrainingRunSpec, mfu: float = DEFAULT_MFU) -> Estimate:
         params=psi, memory=mem, device_memory=available, tokens=tokens, flops=flops, hours=hours,
         device_hours=device_hours, cost=device_hours * price,
         suggestion="" if fits else suggest(m, t, available), cpu=t.gpus_per_node == 0, bubble=bubble,
+        step_seconds=step_s, calibration=calibration.device_class if calibration is not None else "",
     )
 
 
@@ -320,6 +336,7 @@ def table(e: Estimate) -> list[tuple[str, str]]:
         ("tokens", f"{e.tokens:,}"),
         ("FLOPs (6N·tokens)", f"{e.flops:.3g}"),
         ("pipeline bubble", f"{e.bubble:.0%} of each step"),
+        ("step time", f"{e.step_seconds:.4g} s ({'calibrated on ' + e.calibration if e.calibration else 'peak x MFU'})"),
         ("time", f"{e.hours:.2f} h"),
         ("device-hours", f"{e.device_hours:.2f}"),
         ("cost", f"${e.cost:,.2f}"),

@@ -91,6 +91,12 @@ class EstimateStatus:
     """Estimated wall-clock hours at the assumed MFU."""
     cost: float | None = None
     """Estimated cost in USD."""
+    step_seconds: float | None = None
+    """Estimated wall seconds per optimizer step."""
+    actual_step_seconds: float | None = None
+    """Measured seconds per step (from the trainer's last progress record), set when training ends."""
+    step_ratio: float | None = None
+    """stepSeconds / actualStepSeconds: 1.0 means the estimate was exact."""
 
 
 @dataclass

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
     est = sub.add_parser("estimate", help="preflight a run: memory per device, FLOPs, time, cost")
     est.add_argument("-f", "--file", required=True)
+    est.add_argument("--calibrate", action="store_true",
+                     help="re-measure this machine's CPU for the step time (otherwise measured once and cached)")
 
     data = sub.add_parser("data", help="inspect a run's prepared dataset")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -249,16 +249,20 @@ def estimate(args: argparse.Namespace) -> int:
     from kiln_api.specfields import SpecError
     from kiln_api.trainingrun import parse_spec
 
+    from kiln_operator.cli.calibration import cpu_calibration
+
     docs = [d for d in yaml.safe_load_all(Path(args.file).read_text()) if d and d.get("kind") == "TrainingRun"]
     if not docs:
         raise CLIError(f"{args.file} holds no TrainingRun")
     worst = 0
     for body in docs:
         try:
-            e = run_estimate(parse_spec(body.get("spec")))
+            spec = parse_spec(body.get("spec"))
+            cal, note = cpu_calibration(args.calibrate) if spec.training.gpus_per_node == 0 else (None, "")
+            e = run_estimate(spec, calibration=cal)
         except SpecError as err:
             raise CLIError(f"TrainingRun {body.get('metadata', {}).get('name', '?')}: {err}") from err
-        print(f"TrainingRun {body['metadata']['name']}")
+        print(f"TrainingRun {body['metadata']['name']}" + (f"  ({note})" if note else ""))
         for key, value in table(e):
             print(f"  {key:<22} {value}")
         worst = worst or (0 if e.fits else 1)
