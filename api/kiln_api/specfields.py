@@ -130,7 +130,7 @@ def unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _matches(pattern: str, value: str) -> bool:
+def matches_pattern(pattern: str, value: str) -> bool:
     """``pattern`` as the API server (Go RE2) reads it: Python's ``$`` also matches before a final
     newline, RE2's only at the very end, and a trailing newline must not pass here either."""
     m = re.search(pattern, value)
@@ -146,7 +146,7 @@ def _check_constraints(path: str, value: Any, c: Constraints) -> None:
         raise SpecError(path, f"must be <= {c.maximum:g}, got {value}")
     if c.enum is not None and value not in c.enum:
         raise SpecError(path, f"must be one of {', '.join(c.enum)}; got {value!r}")
-    if c.pattern is not None and not _matches(c.pattern, value):
+    if c.pattern is not None and not matches_pattern(c.pattern, value):
         raise SpecError(path, f"must match {c.pattern}; got {value!r}")
     if c.max_length is not None and len(value) > c.max_length:
         raise SpecError(path, f"must be at most {c.max_length} characters")

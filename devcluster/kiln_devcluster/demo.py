@@ -25,7 +25,7 @@ TARGET = "demo-llm"
 EXAMPLE = REPO_ROOT / "examples" / "demo.yaml"
 CORPUS_PREFIX = "corpora/demo"
 """Where examples/demo.yaml's sources point: s3://kiln/corpora/demo/{zh,en}/."""
-ZH_PROMPTS = ("《浣溪沙》 苏轼\n\n", "春风", "明月几时有")
+ZH_PROMPTS = ("《浣溪沙》 苏轼\n\n", "春风又绿江南岸，", "明月几时有，")
 EN_PROMPTS = ("The list type",)
 NO_REPEAT_NGRAM = 3
 """Greedy decoding with the served model's no-repeat rule (`kiln generate --no-repeat-ngram 3`):

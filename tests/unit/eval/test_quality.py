@@ -15,12 +15,13 @@ def test_longest_repeat_counts_back_to_back_runs_only() -> None:
     assert longest_repeat([5, 6, 5, 6, 5, 6]) == 1  # a phrase loop is not a run of one token
 
 
-def test_cjk_share_counts_han_and_cjk_punctuation_and_ignores_spaces() -> None:
-    assert cjk_share("春风，明月。") == 1.0
+def test_cjk_share_counts_han_ideographs_and_ignores_spaces() -> None:
+    assert cjk_share("明月几时有") == 1.0
+    assert cjk_share("春风又绿江南岸，") == pytest.approx(7 / 8)  # punctuation counts against it
     assert cjk_share("馆馆馆馆gege") == pytest.approx(0.5)
     assert cjk_share("a 春\n") == pytest.approx(0.5)
-    assert cjk_share("   ") == 0.0 and cjk_share(".TP") == 0.0
-    assert cjk_share("𠀀！") == 1.0  # an extension-B ideograph and a full-width mark
+    assert cjk_share("   ") == 0.0 and cjk_share(".TP") == 0.0 and cjk_share("》") == 0.0
+    assert cjk_share("𠀀！") == pytest.approx(0.5)  # an extension-B ideograph and a full-width mark
 
 
 def test_judge_tokenizes_the_continuation_with_the_given_encoder() -> None:
