@@ -68,27 +68,56 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PrivateS3:
+    """A private versitygw (the dev cluster's S3 server, no cluster needed) on a free port with its data
+    in a temp folder; `stop()` and `start()` make an outage (the data stays on disk meanwhile)."""
+
+    def __init__(self, binary: Path, folder: Path) -> None:
+        from kiln_devcluster import s3server
+
+        self.layout = s3server.Layout(folder)
+        self.layout.ensure()
+        self.binary, self.port = binary, _free_port()
+        self.access_key, self.secret_key = "kiln-root", secrets.token_hex(12)
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from kiln_devcluster import s3server
+        from waiting import wait_for
+
+        with self.log.open("ab") as out:
+            argv = s3server.argv(self.binary, self.layout, self.port, self.access_key, self.secret_key)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=out)
+        wait_for(lambda: s3server.serving(self.endpoint_url), 30, "private versitygw serving")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def env(self) -> dict[str, str]:
+        """What kiln's S3 store reads its endpoint and credentials from."""
+        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 @pytest.fixture
-def s3_server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A private versitygw (the dev cluster's S3 server, no cluster needed) on a free port, with its
-    data in tmp_path. Yields boto3-style settings: endpoint_url, access_key, secret_key."""
+def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateS3]:
+    """A running PrivateS3, with this process's AWS_* environment pointing at it."""
     from kiln_devcluster import s3server
     from kiln_devcluster.paths import bin_dir
-    from waiting import wait_for
 
     binary = bin_dir() / s3server.BINARY
     if not binary.exists():
         pytest.fail(f"{binary} is missing: run `devcluster/build.sh versitygw` (make cluster-build)")
-    layout = s3server.Layout(tmp_path / "s3")
-    layout.ensure()
-    port, secret = _free_port(), secrets.token_hex(12)
-    log = (tmp_path / "s3.log").open("w")
-    proc = subprocess.Popen(s3server.argv(binary, layout, port, "kiln-root", secret), stdout=log, stderr=log)
-    endpoint = f"http://127.0.0.1:{port}"
+    server = PrivateS3(binary, tmp_path / "s3")
+    server.start()
+    for var, value in server.env().items():
+        monkeypatch.setenv(var, value)
     try:
-        wait_for(lambda: s3server.serving(endpoint), 30, "private versitygw serving")
-        yield {"endpoint_url": endpoint, "access_key": "kiln-root", "secret_key": secret}
+        yield server
     finally:
-        proc.kill()
-        proc.wait()
-        log.close()
+        server.stop()

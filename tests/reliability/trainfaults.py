@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ def short_config(tmp: Path, data: Path, steps: int, every: int, **over: dict[str
     return tiny_config(tmp, data, **sections)
 
 
+def on_store(cfg: TrainConfig, uri: str) -> TrainConfig:
+    """The same config with its checkpoints and metrics in `uri` (e.g. s3://bucket/prefix)."""
+    raw = cfg.to_dict()
+    raw["storage_uri"] = uri
+    return TrainConfig.from_dict(raw)
+
+
 def weights(engine: Any) -> torch.Tensor:
     return torch.cat([p.detach().flatten().clone() for p in engine.module.parameters()])
 
@@ -35,9 +43,11 @@ class Faults(Hooks):
     taken whenever step 0 starts (the run's start, and again after a rollback to the beginning)."""
 
     def __init__(self, sigterm_after: int | None = None, nan_at: int | None = None,
-                 spike_at: int | None = None, spike: float = 10.0) -> None:
+                 spike_at: int | None = None, spike: float = 10.0,
+                 call_after: tuple[int, Callable[[], None]] | None = None) -> None:
         self.sigterm_after, self.nan_at, self.spike_at, self.spike = sigterm_after, nan_at, spike_at, spike
         self.sigterm_sent_at: float | None = None
+        self.call_after = call_after  # (step, what to do once that step ended), e.g. stop S3
         self.at_step0: list[torch.Tensor] = []
 
     def on_loss(self, step: int, micro: int, loss: torch.Tensor) -> torch.Tensor:
@@ -52,6 +62,8 @@ class Faults(Hooks):
         return loss
 
     def after_step(self, state: TrainState, loss: float) -> None:
+        if self.call_after is not None and state.step == self.call_after[0]:
+            self.call_after[1]()
         if state.step == self.sigterm_after and self.sigterm_sent_at is None:
             self.sigterm_sent_at = time.monotonic()
             os.kill(os.getpid(), signal.SIGTERM)
