@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from waiting import wait_for
 pytestmark = pytest.mark.timeout(600)
 CORPUS = Path(__file__).parent / "admission_corpus"
 REASON_DEADLINE_S = 60.0
+LIVE: dict[str, dict[str, Any]] = {}
 
 
 def _load(path: Path) -> tuple[str, dict[str, Any]]:
@@ -83,7 +85,8 @@ def test_readme_examples_are_accepted(api: client.CustomObjectsApi) -> None:
 
 @pytest.fixture(scope="module")
 def runtime_outcomes(cluster: Any, api: client.CustomObjectsApi) -> dict[str, tuple[str, str, float]]:
-    """Create every runtime case with the operator running; name → (reason, message, seconds to it)."""
+    """Create every runtime case with the operator running; name → (reason, message, seconds to it).
+    The live objects are kept in LIVE for the GitOps health checks below."""
     out: dict[str, tuple[str, str, float]] = {}
     with run_namespace(cluster, "corpus") as ns, operator(cluster, ns):
         started = {}
@@ -100,6 +103,7 @@ def runtime_outcomes(cluster: Any, api: client.CustomObjectsApi) -> dict[str, tu
         for stem, (name, t0) in started.items():
             reason, message = wait_for(lambda n=name: stalled(n), REASON_DEADLINE_S, f"{name} Stalled with a reason")
             out[stem] = (reason, message, time.monotonic() - t0)
+            LIVE[stem] = get_run(cluster, ns, name)
             # Nothing ran for it: the checks come before any pod.
             pods = client.CoreV1Api(cluster.api).list_namespaced_pod(ns, label_selector=f"kiln.dev/run={name}")
             assert not pods.items, f"{name}: pods started although the run cannot go on"
@@ -112,3 +116,26 @@ def test_failed_fast_with_a_reason(runtime_outcomes: dict[str, tuple[str, str, f
     reason, message, seconds = runtime_outcomes[path.stem]
     assert reason == expect, message
     assert message and seconds < REASON_DEADLINE_S
+
+
+def test_gitops_tools_read_live_stuck_runs_as_failed(runtime_outcomes: dict[str, tuple[str, str, float]],
+                                                      tmp_path: Path) -> None:
+    """Flux's kstatus (the real cli-utils library) and the chart's Argo CD Lua on the live objects."""
+    import lupa.lua51
+
+    bin_dir = subprocess.run([str(REPO / "devcluster" / "build.sh"), "--print-bin"], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    subprocess.run([str(REPO / "devcluster" / "build.sh"), "kstatus"], check=True, capture_output=True)
+    files = []
+    for stem, obj in LIVE.items():
+        files.append(tmp_path / f"{stem}.json")
+        files[-1].write_text(json.dumps(obj))
+    out = subprocess.run([f"{bin_dir}/kstatus", *map(str, files)], check=True, capture_output=True, text=True).stdout
+    verdicts = {Path(line.split("\t")[0]).stem: line.split("\t")[1] for line in out.splitlines()}
+    assert verdicts == {stem: "Failed" for stem in LIVE}, out
+    lua_src = (REPO / "charts" / "kiln" / "health" / "trainingrun.lua").read_text()
+    for stem, obj in LIVE.items():
+        lua = lupa.lua51.LuaRuntime()
+        lua.globals().obj = lua.table_from(obj, recursive=True)
+        hs = lua.execute(lua_src)
+        assert hs["status"] == "Degraded" and runtime_outcomes[stem][0] in hs["message"], (stem, dict(hs))
