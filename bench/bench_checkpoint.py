@@ -116,11 +116,13 @@ def bench_upload(tmp: Path, bucket: str, size_mb: int, n_files: int, rounds: int
 
 
 def bench_stall(tmp: Path, bucket: str, steps: int) -> None:
+    import torch
     from bench_trainer import bench_config
     from kiln_api.train_config import TrainConfig
     from kiln_trainer.train.data import bundled_documents, write_byte_dataset
     from kiln_trainer.train.main import run_training
 
+    torch.set_num_threads(1)  # as bench_trainer: a spinning second OpenMP thread on a shared machine
     data = tmp / "data"
     write_byte_dataset(data, bundled_documents())
     raw = bench_config(tmp / "stall", data, steps).to_dict()

@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--long", action="store_true", help="larger model, more repetitions (the default is the small, ~2-3 min run)")
     args = ap.parse_args()
     args.quick = not args.long
-    d_model, layers, new, reps, rounds, pairs = (128, 2, 32, 2, 3, 40) if args.quick else (256, 4, 64, 4, 5, 60)
+    d_model, layers, new, reps, rounds, pairs = (128, 2, 32, 2, 3, 80) if args.quick else (256, 4, 64, 4, 5, 120)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # One intra-op thread on both sides: equal footing, and on a small shared machine a spinning
     # second OpenMP thread turns every outside load burst into a stall.

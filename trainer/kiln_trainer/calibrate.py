@@ -1,7 +1,7 @@
 """`python -m kiln_trainer.calibrate`: measure this machine's CPU for `kiln estimate`, cache the result.
 
 Runs the real trainer (one process, DeepSpeed on CPU) for a few steps at two model sizes with the
-tiny_cpu batch, takes the median step time of each after a warm-up, and fits
+tiny_cpu batch, takes the median CPU time per step of each after a warm-up, and fits
 step seconds = overhead_s + FLOPs per step / flops_per_s through the two points. The peak memory of
 the first (tiny_cpu-sized) run, less the estimate's model state and activations for it, becomes
 base_memory_bytes. See kiln_api.estimate_calibration for why and how the estimate uses it.
@@ -46,6 +46,9 @@ def model_bytes(cfg: TrainConfig) -> int:
 def config(tmp: Path, data: Path, model: dict[str, int], steps: int) -> TrainConfig:
     raw = tiny_cpu(run=f"calibrate-{len(model)}", storage_uri=f"file://{tmp}/store", data_path=str(data)).to_dict()
     raw["model"].update(model)
+    # ZeRO-1, as CPU runs use it (examples/tiny.yaml): DeepSpeed's partitioned optimizer step is a
+    # large part of a small model's step, and the calibration is of the trainer as it runs.
+    raw["zero"]["stage"] = 1
     raw["schedule"].update(max_steps=steps, warmup_steps=2)
     raw["checkpoint"].update(every_steps=10**6, local_dir=str(tmp / f"local-{len(model)}"), resume="never")
     raw["early_stop"].update(eval_every_steps=0)
@@ -53,19 +56,22 @@ def config(tmp: Path, data: Path, model: dict[str, int], steps: int) -> TrainCon
     return TrainConfig.from_dict(raw)
 
 
-def median_step_seconds(cfg: TrainConfig) -> float:
+def median_step_seconds(cfg: TrainConfig) -> tuple[float, float]:
+    """(wall, CPU) seconds of the median step after the warm-up. CPU seconds (this process, all
+    threads) are what a step costs on a device of its own; on a shared machine wall time also
+    counts the waits for other people's work, which no estimate can know."""
     from kiln_trainer.train.loop import Hooks, TrainState
     from kiln_trainer.train.main import run_training
 
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
 
     class Clock(Hooks):
         def after_step(self, state: TrainState, loss: float) -> None:
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
 
     run_training(cfg, hooks=Clock())
-    gaps = [b - a for a, b in zip(stamps[WARMUP:], stamps[WARMUP + 1:], strict=False)]
-    return statistics.median(gaps)
+    pairs = list(zip(stamps[WARMUP:], stamps[WARMUP + 1:], strict=False))
+    return (statistics.median(b[0] - a[0] for a, b in pairs), statistics.median(b[1] - a[1] for a, b in pairs))
 
 
 def flops_per_step(cfg: TrainConfig) -> float:
@@ -74,16 +80,21 @@ def flops_per_step(cfg: TrainConfig) -> float:
 
 
 def measure(steps: int = 24) -> Calibration:
+    import torch
+
     from kiln_trainer.train.data import bundled_documents, write_byte_dataset
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # One intra-op thread, as in the benches: on a small shared machine a second OpenMP thread
+    # spin-waits whenever the other core is busy, and the step time swings by several x.
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="kiln-calibrate-") as tmp:
         data = Path(tmp) / "data"
         write_byte_dataset(data, bundled_documents())
         points, base = [], 0
         for model in SIZES:
             cfg = config(Path(tmp), data, model, steps)
-            points.append((flops_per_step(cfg), median_step_seconds(cfg)))
+            points.append((flops_per_step(cfg), median_step_seconds(cfg)[1]))
             if not base:  # the tiny_cpu-sized run: what a tiny run's process holds beyond the model
                 base = max(peak_rss_bytes() - model_bytes(cfg), 0)
     (f1, t1), (f2, t2) = points
