@@ -167,7 +167,8 @@ def import_into_nodes(built: list[Built], nodes: list[tuple[str, Path]], namespa
     on the nodes after the first its unpacked layers to the first node's (share.py)."""
     first = nodes[0][0]
     for address, root in nodes:
-        for b in import_images(built, address, namespace):
+        # One image at a time, shared before the next comes: the disk holds one extra copy at most.
+        for b in (b for one in built for b in import_images([one], address, namespace)):
             with step(f"share {b.name}'s bytes in {root}"):
                 layout = layout_dir(b)
                 manifest = json.loads(blob_path(layout, export_layout(b)["digest"]).read_text())  # type: ignore[arg-type]
