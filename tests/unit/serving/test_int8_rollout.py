@@ -73,10 +73,13 @@ def test_a_rejected_int8_export_fails_the_run_with_the_perplexities() -> None:
     t = phases.step_exporting(_exporting(_Kube(FAILED, [_pod(contract.EXIT_QUANTIZATION_REJECTED, msg)]), _run("int8")))
     assert t is not None and (t.to, t.reason) == ("Failed", "QuantizationRejected")
     assert "31.2000" in t.message and "30.0000" in t.message and not t.message.startswith("QuantizationRejected")
-    # Without a termination message the reason still holds; other failures stay ExportFailed.
+    # Without a termination message the reason still holds; a bad config is InvalidConfig with the
+    # trainer's own line; any other failure stays ExportFailed.
     t = phases.step_exporting(_exporting(_Kube(FAILED, [_pod(contract.EXIT_QUANTIZATION_REJECTED)]), _run("int8")))
     assert t is not None and t.reason == "QuantizationRejected" and "perplexity" in t.message
     t = phases.step_exporting(_exporting(_Kube(FAILED, [_pod(contract.EXIT_BAD_CONFIG, "bad")]), _run("int8")))
+    assert t is not None and t.reason == "InvalidConfig" and "bad" in t.message
+    t = phases.step_exporting(_exporting(_Kube(FAILED, [_pod(1, "Traceback: boom")]), _run("int8")))
     assert t is not None and t.reason == "ExportFailed"
 
 
