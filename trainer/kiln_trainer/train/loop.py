@@ -220,7 +220,8 @@ class Trainer:
         keep_skips = [*self.state.skip_ranges, span]
         rollbacks = self.state.rollbacks + 1
         loaded = self.ckpt.load_newest(self.engine)
-        if loaded is None:
+        if loaded is None:  # nothing committed yet: back to the weights the run started from
+            self.ckpt.load_initial(self.engine)
             self.state = TrainState()
         else:
             self.restore(loaded[1])
@@ -236,6 +237,8 @@ class Trainer:
         self.preempted = False
         last: dict[str, Any] = {}
         window_t, window_tokens, saved_at = time.perf_counter(), 0, st.step
+        if cfg.faults.spike_factor and self.ckpt.last_committed is None:
+            self.ckpt.save_initial(self.engine)
         while self.state.step < self.total_steps:
             st = self.state
             before = st.position
@@ -257,6 +260,7 @@ class Trainer:
                 left = preempt.seconds_left() if preempt else 0.0
                 log.warning("emergency checkpoint at step %d committed (%.1fs, %.0fs of grace left)", st.step, stall, left)
                 self.history.append(record)
+                self._report_committed(last)
                 return Outcome("preempted", st, self.history)
             if st.step % cfg.checkpoint.every_steps == 0 or st.step == self.total_steps or stop_early:
                 record["ckpt_stall_s"] = self.save(last)
@@ -274,8 +278,19 @@ class Trainer:
         if saved_at != self.state.step:
             self.save(last)
         self.ckpt.wait()
+        self._report_committed(last)
         reason = "completed" if self.state.step >= self.total_steps else "early_stopped"
         return Outcome(reason, self.state, self.history)
+
+    def _report_committed(self, last: dict[str, Any]) -> None:
+        """A progress record after the last commit: records written while training name an earlier
+        commit (uploads finish later), so status would stop at the last interval step."""
+        committed = self.ckpt.last_committed
+        if committed is None:
+            return
+        st = self.state
+        self.sinks.progress({"step": st.step, "tokens": st.tokens, "loss": last.get("loss"), "eta_seconds": 0,
+                          "last_committed_step": committed})
 
     def _evaluate_and_judge(self, record: dict[str, Any]) -> bool:
         """On evaluation steps add val_loss/val_ppl to the record; True when patience ran out."""
