@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +118,11 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Priva
     server.start()
     for var, value in server.env().items():
         monkeypatch.setenv(var, value)
+    # boto3's default session keeps the first credentials it resolved: without a fresh one, a test
+    # after another test's private server signs with that server's (random) secret.
+    boto3.setup_default_session()
     try:
         yield server
     finally:
         server.stop()
+        boto3.DEFAULT_SESSION = None
