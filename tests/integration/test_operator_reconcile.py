@@ -71,7 +71,9 @@ def test_children_survive_operator_restart_without_duplicates(cluster: Any, ns: 
     assert condition(run, "Prepared")["reason"] in ("InProgress", "Completed")
 
 
-def test_trainer_identity_may_patch_only_its_own_status(cluster: Any, ns: str, s3_bucket: str) -> None:
+def test_trainer_identity_may_patch_only_its_own_progress(cluster: Any, ns: str, s3_bucket: str) -> None:
+    """The operator's RBAC for a run: the trainer writes its run's progress ConfigMap and nothing
+    else (the operator copies the record into status; no trainer can touch a TrainingRun)."""
     create_run(cluster, ns, tiny_run(cluster, s3_bucket))
     create_run(cluster, ns, tiny_run(cluster, s3_bucket, name="other"))
     with operator(cluster, ns):
@@ -82,8 +84,9 @@ def test_trainer_identity_may_patch_only_its_own_status(cluster: Any, ns: str, s
         out = cluster.kubectl("auth", "can-i", *args, "-n", ns, who, check=False)
         return out.stdout.strip() == "yes"
 
-    assert can("patch", "trainingruns.kiln.dev/tiny", "--subresource=status")
-    assert not can("patch", "trainingruns.kiln.dev/other", "--subresource=status")
+    assert can("patch", "configmaps/tiny-progress")
+    assert not can("patch", "configmaps/other-progress")
+    assert not can("patch", "trainingruns.kiln.dev/tiny", "--subresource=status")
     assert not can("patch", "trainingruns.kiln.dev/tiny")  # the spec stays the user's
     assert not can("get", "secrets")
     assert not can("create", "pods")
