@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "down":
             controlplane.down(paths, purge=args.purge)
         elif args.cmd == "images":
-            ensure_in_nodes(node_specs(paths))
+            ensure_in_nodes(controlplane.context(paths))
         elif args.cmd == "sockets":
             print("\n".join(str(n.containerd_socket) for n in node_specs(paths)))
         else:

@@ -88,7 +88,7 @@ def _wait_healthy(ctx: Ctx, c: Component, proc: procs.Running) -> None:
     )
 
 
-def _context(paths: StatePaths, pki: Pki | None = None) -> Ctx:
+def context(paths: StatePaths, pki: Pki | None = None) -> Ctx:
     return Ctx(paths=paths, pki=pki or Pki(paths.pki), bin=bin_dir())
 
 
@@ -116,7 +116,7 @@ def _every_component(paths: StatePaths) -> tuple[Component, ...]:
 
 
 def _already_up(paths: StatePaths) -> bool:
-    ctx = _context(paths)
+    ctx = context(paths)
     wanted = [c for c in cluster_components(paths) if c.optional(ctx) is None]
     return all(_pidfile(paths, c) for c in wanted) and ctx.pki.ca_crt.exists() and api_ready(ctx)
 
@@ -139,7 +139,7 @@ def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
         return
     with _step("certificates and kubeconfigs ready"):
         pki = ensure_pki(paths)
-    ctx = _context(paths, pki)
+    ctx = context(paths, pki)
     _check_binaries(ctx)
     components = cluster_components(paths)
     with _step(f"bridge {net.BridgeConfig().name} up"):
@@ -175,7 +175,7 @@ def up(paths: StatePaths, opts: UpOptions = UpOptions()) -> None:
 def _ensure_images(paths: StatePaths) -> None:
     """Real nodes run the project's own images: build what changed, import what a node lacks."""
     if node_mode() == "real" and os.environ.get("KILN_NO_NODE") != "1":
-        ensure_in_nodes(node_specs(paths))
+        ensure_in_nodes(context(paths))
 
 
 def _apply_base(ctx: Ctx) -> None:
@@ -191,7 +191,7 @@ def _apply_base(ctx: Ctx) -> None:
 def down(paths: StatePaths, purge: bool = False) -> None:
     """Stop every process of this cluster (pid files, then strays), remove the bridge, optionally the state."""
     t0 = time.monotonic()
-    ctx = _context(paths)
+    ctx = context(paths)
     for c in reversed(_every_component(paths)):
         pidfile = paths.run / f"{c.name}.pid"
         proc = procs.read_pidfile(pidfile)
@@ -235,7 +235,7 @@ def _port_open(port: int) -> bool:
 
 def status(paths: StatePaths) -> bool:
     """Print each component's state; True when everything that should run is running and healthy."""
-    ctx = _context(paths)
+    ctx = context(paths)
     ok, total_mib = True, 0.0
     for c in cluster_components(paths):
         reason = c.optional(ctx)

@@ -56,6 +56,11 @@ def blob_path(layout: Path, digest: str) -> Path:
     return layout / "blobs" / algo / hexd
 
 
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+CURRENT = "current"
+"""The layout's only ref: `buildah push` adds each build's manifest under it."""
+
+
 def export_layout(built: Built) -> dict[str, object]:
     """Push the image into its OCI layout (new layers only); returns the manifest descriptor."""
     layout = layout_dir(built)
@@ -64,23 +69,38 @@ def export_layout(built: Built) -> dict[str, object]:
         with step(f"export {built.name} ({built.ref}) to {layout}"):
             layout.parent.mkdir(parents=True, exist_ok=True)  # buildah does not create the parent
             run(["buildah", "push", "--quiet", "--disable-compression", "--format", "oci",
-                 built.ref, f"oci:{layout}:current"])
-            _prune(layout)
+                 built.ref, f"oci:{layout}:{CURRENT}"])
             id_file.write_text(built.image_id)
-    index = json.loads((layout / "index.json").read_text())
-    descriptor: dict[str, object] = index["manifests"][0]
-    return descriptor
+    keep_current(layout)  # also cleans a layout an earlier kiln left holding every build
+    return current_manifest(layout)
 
 
-def _prune(layout: Path) -> None:
-    """Drop blobs the current manifest no longer names (an earlier build's code layer)."""
+def current_manifest(layout: Path) -> dict[str, object]:
+    """The descriptor named `current` in the layout's index (an error naming the layout if none is)."""
     index = json.loads((layout / "index.json").read_text())
-    keep = set()
     for m in index["manifests"]:
-        keep.add(m["digest"])
-        manifest = json.loads(blob_path(layout, m["digest"]).read_text())
-        keep.add(manifest["config"]["digest"])
-        keep.update(layer["digest"] for layer in manifest["layers"])
+        if (m.get("annotations") or {}).get(REF_ANNOTATION) == CURRENT:
+            descriptor: dict[str, object] = m
+            return descriptor
+    raise RuntimeError(f"{layout}/index.json names no manifest '{CURRENT}'; remove {layout} to re-export")
+
+
+def config_digest(built: Built) -> str:
+    """The image id (``sha256:…`` of its config) a container of this build reports as imageID."""
+    layout = layout_dir(built)
+    manifest = json.loads(blob_path(layout, str(export_layout(built)["digest"])).read_text())
+    return str(manifest["config"]["digest"])
+
+
+def keep_current(layout: Path) -> None:
+    """Drop the manifests of earlier builds from the index (a push leaves them there, unnamed),
+    then every blob the current manifest does not name (an earlier build's code layer)."""
+    current = current_manifest(layout)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"] = [current]
+    (layout / "index.json").write_text(json.dumps(index))
+    manifest = json.loads(blob_path(layout, str(current["digest"])).read_text())
+    keep = {current["digest"], manifest["config"]["digest"], *(la["digest"] for la in manifest["layers"])}
     for blob in (layout / "blobs" / "sha256").iterdir():
         if f"sha256:{blob.name}" not in keep:
             blob.unlink()
@@ -114,10 +134,11 @@ def _ctr(address: str, namespace: str, *args: str) -> str:
     return run(["ctr", "--address", address, "--namespace", namespace, *args])
 
 
-def has_image(address: str, namespace: str, built: Built) -> bool:
-    """Whether that containerd already holds this exact build of `built.ref`."""
+def has_image(address: str, namespace: str, built: Built, manifest_digest: str) -> bool:
+    """Whether that containerd already holds this exact build of `built.ref`: its name points at
+    the layout's current manifest (the label alone once vouched for a stale manifest)."""
     out = _ctr(address, namespace, "images", "ls", f"name=={full_name(built.ref)}")
-    return f"{ID_LABEL}={built.image_id}" in out
+    return f"{ID_LABEL}={built.image_id}" in out and manifest_digest in out
 
 
 def wait_for_socket(address: str, deadline_s: float = 30.0) -> None:
@@ -139,10 +160,10 @@ def import_images(built: list[Built], address: str, namespace: str = NAMESPACE) 
     wait_for_socket(address)
     imported = []
     for b in built:
-        if has_image(address, namespace, b):
+        descriptor = export_layout(b)
+        if has_image(address, namespace, b, str(descriptor["digest"])):
             print(f"[images] {b.name}: already in {address} ({namespace})", flush=True)
             continue
-        descriptor = export_layout(b)
         have = set(_ctr(address, namespace, "content", "ls", "--quiet").split())
         with step(f"import {b.name} into {address} ({namespace})"):
             proc = subprocess.Popen(["ctr", "--address", address, "--namespace", namespace, "images", "import", "-"],

@@ -71,3 +71,34 @@ def test_a_fresh_node_gets_every_layer_and_the_image_name(layout: tuple[Built, d
 ])
 def test_full_names(ref: str, full: str) -> None:
     assert full_name(ref) == full
+
+
+def test_the_layout_serves_the_current_build_not_the_first(tmp_path: Path) -> None:
+    """`buildah push oci:DIR:current` appends each build's manifest to index.json and moves the
+    name; the first entry is the oldest build (the bug that imported stale code into the nodes)."""
+    from kiln_devcluster.images.containerd import current_manifest, keep_current
+
+    root = tmp_path / "layout"
+    entries = []
+    for code in (b"old code", b"new code"):
+        layer, config = _put(root, code), _put(root, code + b" config")
+        entries.append(_put(root, json.dumps({"schemaVersion": 2, "config": config, "layers": [layer]}).encode()))
+    old, new = entries
+    named = {**new, "annotations": {"org.opencontainers.image.ref.name": "current"}}
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [old, named]}))
+    assert current_manifest(root)["digest"] == new["digest"]
+    keep_current(root)
+    assert [m["digest"] for m in json.loads((root / "index.json").read_text())["manifests"]] == [new["digest"]]
+    left = {f"sha256:{p.name}" for p in (root / "blobs" / "sha256").iterdir()}
+    assert str(old["digest"]) not in left and str(new["digest"]) in left
+    assert len(left) == 3  # the new manifest, its config and its one layer
+
+
+def test_a_layout_without_the_current_name_is_an_error_naming_it(tmp_path: Path) -> None:
+    from kiln_devcluster.images.containerd import current_manifest
+
+    root = tmp_path / "layout"
+    root.mkdir()
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [_put(root, b"{}")]}))
+    with pytest.raises(RuntimeError, match=str(root)):
+        current_manifest(root)
