@@ -11,8 +11,11 @@ others of the session.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from clusterlib import Cluster, bin_dir, devcluster, read_env_file, state_dir
@@ -51,10 +54,32 @@ def cluster() -> Iterator[Cluster]:
         state_dir=state,
         started_here=not was_up,
     )
+    _uninstall_cluster_wide_operators(c.bin / "helm", kubeconfig)
     yield c
     # The cluster stays up: other sessions may share it, and e2e reuses it. `make cluster-down`
     # (and .ci/run's exit trap) stops it; test_cluster_zz_down.py checks that `down` is clean.
     c.api.close()
+
+
+def _uninstall_cluster_wide_operators(helm: Path, kubeconfig: Path) -> None:
+    """Tests run their own operators, each watching its test's namespace; a kiln release that
+    watches every namespace (what `make demo` installs in kiln-system) would reconcile their runs
+    too, and its admission policy would judge them. It is uninstalled, saying so."""
+    def helm_json(*args: str) -> object:
+        out = subprocess.run([str(helm), *args, "-o", "json", f"--kubeconfig={kubeconfig}"],
+                             capture_output=True, text=True, check=True, timeout=60)
+        return json.loads(out.stdout or "null")
+
+    releases = helm_json("list", "--all-namespaces")
+    for rel in releases if isinstance(releases, list) else []:
+        if not str(rel.get("chart", "")).startswith("kiln-"):
+            continue
+        values = helm_json("get", "values", rel["name"], "-n", rel["namespace"], "--all")
+        operator = values.get("operator", {}) if isinstance(values, dict) else {}
+        if not operator.get("watchNamespace"):
+            print(f"\n[tests] uninstalling {rel['namespace']}/{rel['name']}: it watches every namespace")
+            subprocess.run([str(helm), "uninstall", rel["name"], "-n", rel["namespace"], "--wait",
+                            f"--kubeconfig={kubeconfig}"], check=True, capture_output=True, timeout=180)
 
 
 def _fresh_bucket(cluster: Cluster) -> Iterator[str]:
