@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln_devcluster import s3server
+from kiln_devcluster.nodes import node_mode
 from kiln_devcluster.paths import StatePaths
 from kiln_devcluster.pki import Pki
 
@@ -182,7 +183,7 @@ here) and `nslookup <name>`, which busybox's nslookup does not expand with the s
 
 def _training_operator_init(c: Ctx) -> list[str]:
     # Real nodes only: the process node maps images by name and has no kiln.local/busybox rule.
-    if os.environ.get("KILN_NODE") != "real":
+    if node_mode() != "real":
         return []
     template = c.paths.root / "pytorch-init-container.yaml"
     template.write_text(PYTORCH_INIT_TEMPLATE)

@@ -112,7 +112,7 @@ class NodeSpec:
 
 def node_mode() -> str:
     """``real`` (kubelet + containerd) or ``process`` (the old Python stand-in), from ``KILN_NODE``."""
-    mode = os.environ.get("KILN_NODE", "process")
+    mode = os.environ.get("KILN_NODE", "real")
     if mode not in ("real", "process"):
         raise ValueError(f"KILN_NODE must be 'real' or 'process', got {mode!r}")
     return mode
