@@ -110,6 +110,16 @@ class TrainingJobRef:
 
 
 @dataclass
+class QueueStatus:
+    """Kueue's Workload for the training job (spec.queue), as the operator last counted it."""
+
+    workload: str | None = knob(None, max_length=253)
+    """Name of the Workload Kueue made for the current training job."""
+    preemptions: int = knob(0, minimum=0)
+    """Evictions by preemption of that Workload already added to restarts.preemption."""
+
+
+@dataclass
 class TrainingRunStatus:
     """Observed state, written by the operator (and status.progress by the trainer)."""
 
@@ -133,6 +143,8 @@ class TrainingRunStatus:
     """Preflight numbers."""
     training_job: TrainingJobRef | None = None
     """The training child."""
+    queue: QueueStatus | None = None
+    """Kueue admission bookkeeping (spec.queue)."""
     message: str | None = knob(None, max_length=4096)
     """Last notable event, human readable."""
     accounted_at: str | None = None

@@ -425,6 +425,12 @@ class TrainingRunSpec:
     """Cost limits and price."""
     suspend: bool = False
     """Stop the training pods (they checkpoint on SIGTERM) and resume later from the newest checkpoint."""
+    queue: str | None = knob(None, pattern=_DNS_LABEL, max_length=63, immutable=True)
+    """Kueue LocalQueue in the run's namespace: the training job is created suspended with the label
+    kueue.x-k8s.io/queue-name and starts when Kueue admits it (status condition Queued meanwhile)."""
+    queue_priority: str | None = knob(None, pattern=_DNS_LABEL, max_length=253, immutable=True)
+    """Kueue WorkloadPriorityClass of the training job (label kueue.x-k8s.io/priority-class); a higher one
+    may preempt a lower one, which resumes from its newest committed checkpoint when readmitted."""
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(implies(F.model.objective == "distillation", has(F.training.distillation)), "training.distillation",

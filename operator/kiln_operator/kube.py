@@ -36,6 +36,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): Kind("apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     ("kubeflow.org/v1", "PyTorchJob"): Kind("apis/kubeflow.org/v1", "pytorchjobs"),
     ("kiln.dev/v1alpha1", "TrainingRun"): Kind("apis/kiln.dev/v1alpha1", "trainingruns"),
+    ("kueue.x-k8s.io/v1beta2", "Workload"): Kind("apis/kueue.x-k8s.io/v1beta2", "workloads"),  # read only
 }
 
 

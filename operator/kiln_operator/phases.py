@@ -19,7 +19,7 @@ from kiln_api.presets import ACCELERATORS
 from kiln_api.s3layout import RunLayout
 from kiln_api.specfields import SpecError
 
-from kiln_operator import causes, children
+from kiln_operator import causes, children, queuewait
 from kiln_operator.builders.common import LABEL_RUN, LABEL_STAGE, Run
 from kiln_operator.builders.export_job import build_export_job
 from kiln_operator.builders.indexed_job import build_headless_service, build_indexed_job
@@ -211,6 +211,10 @@ def _training(ctx: Ctx) -> Transition | None:
         return Transition("Exporting", "TrainingFinished", "training job succeeded")
     if state == "Failed":
         return _restart(ctx, job, message)
+    if ctx.run.spec.queue is not None:
+        waiting, queued_move = queuewait.check(ctx, job)
+        if waiting or queued_move is not None:
+            return queued_move
     ctx.hold = children.blocked(ctx.kube.list("v1", "Pod", ctx.run.namespace,
                                               f"{LABEL_RUN}={ctx.run.name},{LABEL_STAGE}=train"))
     return None

@@ -21,6 +21,7 @@ from kiln_operator.builders.common import (
     pod_spec,
 )
 from kiln_operator.builders.training_env import GRACE_SECONDS, STAGE, training_container
+from kiln_operator.queueing import queued
 
 
 def index_env(run: Run) -> list[dict[str, Any]]:
@@ -53,14 +54,15 @@ def build_headless_service(run: Run) -> dict[str, Any]:
 
 
 def build_indexed_job(run: Run) -> dict[str, Any]:
-    """``<run>-train``: ``nodes`` completions, all running at once, no per-pod retries."""
+    """``<run>-train``: ``nodes`` completions, all running at once, no per-pod retries (suspended for
+    Kueue with spec.queue)."""
     name = child_name(run, STAGE)
     meta = metadata(run, name, STAGE)
     nodes = run.spec.training.nodes
     container = training_container(run, c.TRAINER_CONTAINER, extra_env=index_env(run))
     pod = pod_spec(run, container, shm=True, grace_seconds=GRACE_SECONDS, api_token=True)
     pod["subdomain"] = name
-    return {
+    return queued(run.spec, {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
@@ -73,4 +75,4 @@ def build_indexed_job(run: Run) -> dict[str, Any]:
             "podFailurePolicy": never_retry_bad_config(c.TRAINER_CONTAINER),
             "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": pod},
         },
-    }
+    })

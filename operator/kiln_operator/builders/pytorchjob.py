@@ -16,6 +16,7 @@ from kiln_api import contract as c
 
 from kiln_operator.builders.common import Run, child_name, metadata, pod_spec
 from kiln_operator.builders.training_env import GRACE_SECONDS, STAGE, nproc_per_node, training_container
+from kiln_operator.queueing import queued
 
 
 def _replica(run: Run, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
@@ -31,13 +32,13 @@ def _replica(run: Run, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
 
 
 def build_pytorchjob(run: Run) -> dict[str, Any]:
-    """``<run>-train`` with one Master and ``nodes - 1`` Workers."""
+    """``<run>-train`` with one Master and ``nodes - 1`` Workers (suspended for Kueue with spec.queue)."""
     name = child_name(run, STAGE)
     meta = metadata(run, name, STAGE)
     replicas = {"Master": _replica(run, 1, meta["labels"])}
     if run.spec.training.nodes > 1:
         replicas["Worker"] = _replica(run, run.spec.training.nodes - 1, meta["labels"])
-    return {
+    return queued(run.spec, {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
         "metadata": meta,
@@ -46,4 +47,4 @@ def build_pytorchjob(run: Run) -> dict[str, Any]:
             "runPolicy": {"backoffLimit": 0, "cleanPodPolicy": "All"},
             "pytorchReplicaSpecs": replicas,
         },
-    }
+    })
