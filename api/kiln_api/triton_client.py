@@ -32,6 +32,8 @@ class GenerateRequest:
     stream: bool = False
     no_repeat_ngram: int = 0
     """0: plain decoding; n >= 2: the served model never repeats an n-gram (versions exported with it)."""
+    min_new_tokens: int = 0
+    """0: EOS may come first; n: the served model cannot stop before n new tokens (versions exported with it)."""
 
 
 @dataclass
@@ -65,6 +67,8 @@ def _inputs(req: GenerateRequest) -> list[Any]:
         out.append(tensor("SEED", req.seed, "INT64", np.int64))
     if req.no_repeat_ngram:  # only when asked: versions exported before the input existed reject it
         out.append(tensor("NO_REPEAT_NGRAM", req.no_repeat_ngram, "INT32", np.int32))
+    if req.min_new_tokens:  # the same: sent only when asked
+        out.append(tensor("MIN_NEW_TOKENS", req.min_new_tokens, "INT32", np.int32))
     return out
 
 

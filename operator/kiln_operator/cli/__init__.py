@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     gen.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
                      help="never repeat an N-token phrase of the prompt + continuation (N >= 2; 0 = off)")
+    gen.add_argument("--min-new-tokens", type=int, default=0, metavar="N",
+                     help="the model may not end (EOS) before N new tokens (0 = off)")
     gen.add_argument("--url", default=None, help="Triton gRPC host:port (default: the target Service)")
 
     est = sub.add_parser("estimate", help="preflight a run: memory per device, FLOPs, time, cost")

@@ -202,7 +202,7 @@ def generate(args: argparse.Namespace) -> int:
         if live:
             print(live, file=sys.stderr, flush=True)
     for piece in stream_text(url, args.target, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                             args.seed, args.no_repeat_ngram):
+                             args.seed, args.no_repeat_ngram, args.min_new_tokens):
         print(piece, end="", flush=True)
     print()
     return 0

@@ -127,6 +127,9 @@ def test_service_parses_and_rejects_requests(served):
     assert req.params.no_repeat_ngram == 0  # off unless asked
     asked = parse_request({"INPUT_IDS": np.array([[1, 2]]), "NO_REPEAT_NGRAM": np.array([[3]], np.int32)}, served)
     assert asked.params.no_repeat_ngram == 3
+    assert req.params.min_new_tokens == 0  # the EOS floor too
+    floor = parse_request({"INPUT_IDS": np.array([[1, 2]]), "MIN_NEW_TOKENS": np.array([[4]], np.int32)}, served)
+    assert floor.params.min_new_tokens == 4 and floor.params.stop_token_id == served.eos_id
     cases = [
         ({}, "give exactly one"),
         ({"TEXT": np.array([[b"x"]], dtype=object), "INPUT_IDS": np.array([[1]])}, "give exactly one"),
@@ -134,6 +137,8 @@ def test_service_parses_and_rejects_requests(served):
         ({"INPUT_IDS": np.array([[1] * 60]), "MAX_NEW_TOKENS": np.array([[10]])}, "exceeds the model context"),
         ({"INPUT_IDS": np.array([[1, 2]]), "TOP_P": np.array([[1.5]])}, "TOP_P"),
         ({"INPUT_IDS": np.array([[1, 2]]), "NO_REPEAT_NGRAM": np.array([[1]], np.int32)}, "NO_REPEAT_NGRAM"),
+        ({"INPUT_IDS": np.array([[1, 2]]), "MAX_NEW_TOKENS": np.array([[3]]), "MIN_NEW_TOKENS": np.array([[9]])},
+         "MIN_NEW_TOKENS"),
     ]
     for inputs, msg in cases:
         with pytest.raises(GenerationError, match=msg):

@@ -70,7 +70,8 @@ def test_stop_token_ends_a_row_early(pair):
     ("kwargs", "name"),
     [({"max_new_tokens": 0}, "MAX_NEW_TOKENS"), ({"temperature": -1.0}, "TEMPERATURE"),
      ({"top_k": -1}, "TOP_K"), ({"top_p": 0.0}, "TOP_P"), ({"seed": -5}, "SEED"),
-     ({"no_repeat_ngram": 1}, "NO_REPEAT_NGRAM"), ({"no_repeat_ngram": -2}, "NO_REPEAT_NGRAM")],
+     ({"no_repeat_ngram": 1}, "NO_REPEAT_NGRAM"), ({"no_repeat_ngram": -2}, "NO_REPEAT_NGRAM"),
+     ({"min_new_tokens": -1}, "MIN_NEW_TOKENS"), ({"max_new_tokens": 4, "min_new_tokens": 5}, "MIN_NEW_TOKENS")],
 )
 def test_bad_sampling_params_name_the_input(kwargs, name):
     with pytest.raises(GenerationError, match=name):
@@ -154,3 +155,15 @@ def test_no_repeat_ngram_breaks_a_greedy_loop_and_keeps_greedy_otherwise(pair):
     _, m = pair
     plain = generate(m, [3, 1, 4], SamplingParams(max_new_tokens=6))
     assert generate(m, [3, 1, 4], SamplingParams(max_new_tokens=6, no_repeat_ngram=10)) == plain
+
+
+def test_min_new_tokens_forbids_the_stop_token_until_the_floor():
+    loop = _Loop()  # its likeliest token is 7: as the stop token, a plain request answers with it alone
+    assert generate(loop, [1], SamplingParams(max_new_tokens=8, stop_token_id=7)) == [7]
+    # Below the floor the stop token is never chosen (the next best, 8, comes instead); at the floor it ends the row.
+    assert generate(loop, [1], SamplingParams(max_new_tokens=8, stop_token_id=7, min_new_tokens=3)) == [8, 8, 8, 7]
+    # Together with the n-gram rule: both bans hold at once (no 8 8 8 8, no 7 before three tokens).
+    assert generate(loop, [1], SamplingParams(max_new_tokens=8, stop_token_id=7, min_new_tokens=5,
+                                              no_repeat_ngram=3)) == [8, 8, 8, 9, 8, 7]
+    # Without a stop token the floor changes nothing.
+    assert generate(loop, [1], SamplingParams(max_new_tokens=3, min_new_tokens=3)) == [7, 7, 7]

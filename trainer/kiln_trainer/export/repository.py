@@ -41,7 +41,8 @@ input [
   {{ name: "TOP_P" data_type: TYPE_FP32 dims: [ 1 ] optional: true }},
   {{ name: "SEED" data_type: TYPE_INT64 dims: [ 1 ] optional: true }},
   {{ name: "STREAM" data_type: TYPE_BOOL dims: [ 1 ] optional: true }},
-  {{ name: "NO_REPEAT_NGRAM" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
+  {{ name: "NO_REPEAT_NGRAM" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
+  {{ name: "MIN_NEW_TOKENS" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
 ]
 output [
   {{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }},

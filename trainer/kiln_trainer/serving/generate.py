@@ -15,6 +15,10 @@ gives the same tokens regardless of what else is in its batch.
 token that would complete an n-gram already present in the prompt + continuation is removed (the
 rule of Hugging Face's `no_repeat_ngram_size`). With n = 3 no token can follow itself more than
 three times and no three-token phrase comes back. Greedy decoding stays deterministic under it.
+
+`min_new_tokens` (0 by default) is the EOS floor of Hugging Face's `min_new_tokens`: the stop token
+is removed from the choices until that many tokens have been generated, so a small model whose
+likeliest token after a prompt is EOS still answers.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ class SamplingParams:
     no_repeat_ngram: int = 0
     """n >= 2: never emit a token that repeats an n-gram of the prompt + continuation; 0 turns it off."""
 
+    min_new_tokens: int = 0
+    """The stop token cannot be chosen before this many tokens are out (0 <= it <= max_new_tokens)."""
+
     def __post_init__(self) -> None:
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise GenerationError(f"MAX_NEW_TOKENS: must be an integer >= 1, got {self.max_new_tokens!r}")
@@ -75,6 +82,10 @@ class SamplingParams:
         n = self.no_repeat_ngram
         if isinstance(n, bool) or not isinstance(n, int) or n < 0 or n == 1:
             raise GenerationError(f"NO_REPEAT_NGRAM: must be 0 (off) or an integer >= 2, got {n!r}")
+        m = self.min_new_tokens
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= self.max_new_tokens:
+            raise GenerationError(f"MIN_NEW_TOKENS: must be an integer in [0, MAX_NEW_TOKENS={self.max_new_tokens}], "
+                                  f"got {m!r}")
 
     @property
     def greedy(self) -> bool:
@@ -118,6 +129,14 @@ def repeated_ngram_ends(seq: Sequence[int], n: int) -> set[int]:
         return set()
     head = list(seq[len(seq) - n + 1:])  # the n-1 tokens a new n-gram would start with
     return {int(seq[i + n - 1]) for i in range(len(seq) - n + 1) if list(seq[i:i + n - 1]) == head}
+
+
+def banned_tokens(seq: Sequence[int], produced: int, params: SamplingParams) -> set[int]:
+    """Tokens the next pick may not be: n-gram repeats, and the stop token below the EOS floor."""
+    banned = repeated_ngram_ends(seq, params.no_repeat_ngram)
+    if produced < params.min_new_tokens and params.stop_token_id is not None:
+        banned.add(params.stop_token_id)
+    return banned
 
 
 def _make_generator(params: SamplingParams) -> torch.Generator | None:
@@ -168,7 +187,7 @@ def _generate_group(
                 nxt.append(0)  # a finished row still rides along the batch; its tokens are ignored
                 continue
             row_logits = last[row]
-            banned = repeated_ngram_ends([*prompts[row], *out[row]], params[row].no_repeat_ngram)
+            banned = banned_tokens([*prompts[row], *out[row]], len(out[row]), params[row])
             if banned:
                 row_logits = row_logits.clone()
                 row_logits[list(banned)] = float("-inf")

@@ -20,7 +20,8 @@ from kiln_trainer.serving.int8 import describe_weights
 from kiln_trainer.serving.loader import load_version
 from kiln_trainer.serving.service import Request, outputs, parse_request
 
-INPUT_NAMES = ("TEXT", "INPUT_IDS", "MAX_NEW_TOKENS", "TEMPERATURE", "TOP_K", "TOP_P", "SEED", "STREAM", "NO_REPEAT_NGRAM")
+INPUT_NAMES = ("TEXT", "INPUT_IDS", "MAX_NEW_TOKENS", "TEMPERATURE", "TOP_K", "TOP_P", "SEED", "STREAM", "NO_REPEAT_NGRAM",
+               "MIN_NEW_TOKENS")
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 

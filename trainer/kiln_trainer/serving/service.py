@@ -7,7 +7,8 @@ call (that is where concurrent requests share forward passes), and sends what `o
 Inputs (all but one of TEXT / INPUT_IDS optional; scalars may carry a leading batch dim of 1):
 TEXT (BYTES), INPUT_IDS (INT64 [-1]), MAX_NEW_TOKENS (INT32, default 32), TEMPERATURE (FP32,
 0 = greedy), TOP_K (INT32), TOP_P (FP32), SEED (INT64), STREAM (BOOL: one response per token),
-NO_REPEAT_NGRAM (INT32, 0 = off: see `generate.SamplingParams.no_repeat_ngram`).
+NO_REPEAT_NGRAM (INT32, 0 = off: see `generate.SamplingParams.no_repeat_ngram`), MIN_NEW_TOKENS (INT32,
+0 = off: no EOS before that many tokens).
 Outputs: TEXT (the decoded new tokens; per streamed response, the new piece) and TOKEN_IDS.
 """
 
@@ -66,6 +67,7 @@ def parse_request(inputs: Mapping[str, np.ndarray], served: Served) -> Request:
         seed=None if seed is None else int(seed),
         stop_token_id=served.eos_id,
         no_repeat_ngram=int(_scalar(inputs, "NO_REPEAT_NGRAM") or 0),
+        min_new_tokens=int(_scalar(inputs, "MIN_NEW_TOKENS") or 0),
     )
     check_prompt(prompt, params, served.context_length, served.vocab_size)
     stream = bool(_scalar(inputs, "STREAM") or False)
