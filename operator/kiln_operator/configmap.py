@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from kiln_api.compiler import CompiledRun, RunIdentity, compile_run
@@ -24,9 +26,27 @@ STAGE = "config"
 TRAINING_HASH = "kiln.dev/training-hash"
 
 
+_COMPILED: OrderedDict[int, tuple[Run, CompiledRun]] = OrderedDict()
+_COMPILED_MAX = 64
+_compiled_lock = threading.Lock()
+
+
 def compiled(run: Run) -> CompiledRun:
-    """The run's compiled configs (raises SpecError naming the spec field)."""
-    return compile_run(run.spec, RunIdentity(name=run.name, namespace=run.namespace))
+    """The run's compiled configs (raises SpecError naming the spec field).
+
+    A reconcile asks for them up to three times on the same Run object, and compiling (YAML emitting
+    above all) is most of a new run's CPU time; so the last few are kept, keyed by the object itself
+    (the entry holds it, so its id cannot be reused while cached). A new reconcile parses a new Run."""
+    with _compiled_lock:
+        hit = _COMPILED.get(id(run))
+        if hit is not None and hit[0] is run:
+            return hit[1]
+    out = compile_run(run.spec, RunIdentity(name=run.name, namespace=run.namespace))
+    with _compiled_lock:
+        _COMPILED[id(run)] = (run, out)
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    return out
 
 
 def dataset_uri(run: Run) -> str:

@@ -1,12 +1,16 @@
 """kopf handlers for TrainingRun: read spec → step the phase machine → patch status → events.
 
-One timer per run drives everything (kopf runs it immediately on creation and on operator start,
-then every ``RECONCILE_INTERVAL`` seconds), so there is exactly one writer of the phase per run.
+Reconciles are triggered by watch events, not by a timer per run: kopf watches the runs and their
+children (Jobs, PyTorchJobs, ConfigMaps incl. the trainer's progress record, pods, serving
+Deployments) and hands each event to the Driver (driver.py), which queues the run concerned and
+calls ``reconcile`` on its latest body; time-based checks are scheduled by their due time
+(triggers.py). One reconcile per run at a time, so there is exactly one writer of the phase per run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -17,8 +21,9 @@ from kiln_api.childnames import check_run_name
 from kiln_api.specfields import SpecError
 from kubernetes.client.exceptions import ApiException
 
-from kiln_operator import metrics, phases, rollout
-from kiln_operator.builders.common import Run
+from kiln_operator import metrics, phases, rollout, triggers
+from kiln_operator.builders.common import LABEL_RUN, Run
+from kiln_operator.driver import Driver
 from kiln_operator.kube import AdoptionConflict, Kube
 from kiln_operator.status import (
     Transition,
@@ -28,7 +33,10 @@ from kiln_operator.status import (
     transition_patch,
 )
 
-RECONCILE_INTERVAL = float(os.environ.get("KILN_RECONCILE_INTERVAL", "5"))
+WORKERS = int(os.environ.get("KILN_WORKERS", "8"))
+"""Reconciles running at once (threads: each mostly waits on the API server)."""
+
+log = logging.getLogger("kiln.handlers")
 
 STEPS: dict[str, phases.Step] = {
     "Pending": phases.step_pending,
@@ -97,7 +105,6 @@ def _step(kube: Kube, run: Run, phase: str, current: dict[str, Any], now: Any) -
     return ctx
 
 
-@kopf.timer(tr.GROUP, tr.VERSION, tr.PLURAL, interval=RECONCILE_INTERVAL)
 def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch,
               name: str, namespace: str | None, uid: str, logger: kopf.Logger, **_: Any) -> None:
     assert namespace is not None  # TrainingRun is namespaced
@@ -129,7 +136,7 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.
             kopf.event(body, type=etype, reason=reason, message=message[:1000])
     patch.status["observedGeneration"] = generation
     # Keep stepping while the phase moves, so a new run gets its first Job in this reconcile rather
-    # than one timer interval later; the loop is bounded and every step is idempotent anyway.
+    # than after the event of its own status write; the loop is bounded and every step is idempotent anyway.
     for _attempt in range(MAX_STEPS_PER_TICK):
         ctx = _step(_kube, run, phase, current, now)
         for etype, reason, message in ctx.events:
@@ -165,7 +172,64 @@ def _report_hold(body: kopf.Body, patch: kopf.Patch, current: dict[str, Any], ho
     current.update(update)
 
 
-@kopf.on.delete(tr.GROUP, tr.VERSION, tr.PLURAL, optional=True)
+def reconcile_body(body: dict[str, Any], patch: kopf.Patch) -> None:
+    """``reconcile`` on a raw body, as the Driver calls it."""
+    meta = body["metadata"]
+    reconcile(body=body, spec=body.get("spec") or {}, status=body.get("status") or {}, meta=meta,  # type: ignore[arg-type]
+              patch=patch, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], logger=log)
+
+
+def write_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    assert _kube is not None, "startup did not configure the API client"
+    return _kube.patch_status(f"{tr.GROUP}/{tr.VERSION}", tr.KIND, namespace, name, status)
+
+
+@kopf.on.startup()
+async def start_driver(memo: kopf.Memo, **_: Any) -> None:
+    """The Driver lives in kopf's memo; its workers run on kopf's loop. Watch events, and so reconciles,
+    only begin once every startup handler (`configure` sets the API client) has finished."""
+    memo.driver = Driver(reconcile_body, write_status, WORKERS)
+    memo.driver.queue.start()
+
+
+@kopf.on.cleanup()
+async def stop_driver(memo: kopf.Memo, **_: Any) -> None:
+    driver = memo.get("driver")
+    if driver is not None:
+        await driver.queue.stop()
+
+
+@kopf.on.event(tr.GROUP, tr.VERSION, tr.PLURAL)
+async def run_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Every watch event of a run: keep its latest body, queue it when its spec, approval or deletion
+    moved (its status is the operator's own write and queues nothing)."""
+    body: dict[str, Any] = dict(event["object"])
+    if event["type"] == "DELETED":
+        meta = body["metadata"]
+        metrics.observe_phase(f"{meta['namespace']}/{meta['name']}", None)
+    memo.driver.run_event(event["type"], body)
+
+
+def _kiln_child(labels: kopf.Labels, **_: Any) -> bool:
+    return LABEL_RUN in labels or triggers.SERVING_TARGET in labels
+
+
+async def child_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A child changed (its status, or it was deleted): reconcile the run it belongs to."""
+    memo.driver.child_event(event["object"])
+
+
+CHILD_KINDS = [("batch", "v1", "jobs"), ("kubeflow.org", "v1", "pytorchjobs"), ("v1", "configmaps"),
+               ("v1", "pods"), ("apps", "v1", "deployments")]
+"""What the phase logic reads besides the run: its Jobs, the training gang, its ConfigMaps (the trainer's
+progress record among them), pods (why a gang failed, what holds it) and the serving Deployments."""
+
+for _kind in CHILD_KINDS:  # core kinds are (version, plural), as kopf spells them
+    kopf.on.event(*_kind, id=f"child-{_kind[-1]}", when=_kiln_child)(child_changed)
+
+
+@kopf.on.delete(tr.GROUP, tr.VERSION, tr.PLURAL)
 def forget(name: str, namespace: str | None, **_: Any) -> None:
-    """Children go with the run through owner references; only the phase gauge needs updating."""
+    """Children go with the run through owner references. The handler's finalizer keeps a run deleted
+    while the operator is down Terminating until the operator has seen it go."""
     metrics.observe_phase(f"{namespace}/{name}", None)

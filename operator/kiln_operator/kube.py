@@ -12,6 +12,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kiln_operator.metrics import API_REQUESTS
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -57,6 +59,7 @@ class Kube:
     def _call(self, method: str, path: str, body: Any = None, query: list[tuple[str, str]] | None = None,
               content_type: str = "application/json") -> Any:
         headers = {"Accept": "application/json", "Content-Type": content_type}
+        API_REQUESTS.labels(verb=method).inc()
         return self.api.call_api(
             path, method, query_params=query or [], header_params=headers, body=body,
             response_types_map=_OBJECT, auth_settings=["BearerToken"], _return_http_data_only=True,
@@ -142,9 +145,18 @@ class Kube:
         return self._call("PATCH", self._path(api_version, kind, namespace, name), body=body,
                           content_type="application/merge-patch+json")
 
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
+                     status: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of the status subresource; returns the object as written."""
+        path = self._path(api_version, kind, namespace, name) + "/status"
+        out: dict[str, Any] = self._call("PATCH", path, body={"status": status},
+                                         content_type="application/merge-patch+json")
+        return out
+
     def pod_log_tail(self, namespace: str, name: str, lines: int = 5) -> str:
         """The last lines a pod's (first) container wrote; empty when there are none yet."""
         try:
+            API_REQUESTS.labels(verb="GET").inc()
             # Raw bytes: the client's own decoding of this text endpoint gives the repr of bytes.
             resp = client.CoreV1Api(self.api).read_namespaced_pod_log(
                 name, namespace, tail_lines=lines, _preload_content=False)

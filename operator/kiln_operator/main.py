@@ -47,8 +47,8 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kiln.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kiln.dev")
     settings.persistence.finalizer = "kiln.dev/operator"
-    # Sync handlers run in threads; 200 runs with a 5 s timer need more than the default 5... workers.
-    settings.execution.max_workers = int(os.environ.get("KILN_MAX_WORKERS", "32"))
+    # kopf's own sync handlers (startup, delete) need few threads: reconciles run in the Driver's pool.
+    settings.execution.max_workers = int(os.environ.get("KILN_MAX_WORKERS", "4"))
     # One replica only: peering is not leader election (research/reliability.md); no peering objects.
     settings.peering.standalone = True
     # No CRD/namespace scanning: the chart installs the CRD first, and RBAC stays without CRD reads.

@@ -15,6 +15,8 @@ RECONCILE_SECONDS = Histogram(
 RECONCILE_ERRORS = Counter("kiln_reconcile_errors_total", "Reconcile steps that raised", ["phase"])
 RESTARTS = Counter("kiln_gang_restarts_total", "Whole-gang training restarts", ["reason"])
 TRANSITIONS = Counter("kiln_phase_transitions_total", "Phase transitions", ["to", "reason"])
+API_REQUESTS = Counter("kiln_api_requests_total", "Requests the reconciles sent to the API server (kopf's "
+                       "watches not counted)", ["verb"])
 
 _lock = threading.Lock()
 _phase_of: dict[str, str] = {}  # run key → phase; only feeds the gauge, never read for decisions

@@ -54,7 +54,7 @@ def install_crd(cluster: Any) -> None:
 @contextmanager
 def run_namespace(cluster: Any, prefix: str) -> Iterator[str]:
     """A fresh namespace with the S3 Secret. On exit its TrainingRuns are deleted while an operator
-    runs: kopf puts a finalizer on objects with timers, so only a running operator lets them go."""
+    runs: the operator's delete handler puts a finalizer on them, so only a running operator lets them go."""
     from nodekit import namespace
 
     install_crd(cluster)

@@ -49,13 +49,13 @@ app.kubernetes.io/component: operator
   verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "delete", "patch"]   # patch: the serving target's live-version record
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]   # patch: the serving target's live-version record; watch: trainer progress wakes its run
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "create", "delete", "patch"]   # Triton serving targets and canaries (rollout)
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]   # Triton serving targets and canaries (rollout)
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]    # to tell preemption from failure, and the gate's pods
+  verbs: ["get", "list", "watch"]    # to tell preemption from failure, and the gate's pods; watch: pod changes wake their run
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]            # the export Job's result line (published version)
