@@ -2,9 +2,8 @@
 
 `import_images(built, address)` is what `cluster up` calls for each node's containerd:
 
-1. export: `buildah push --disable-compression` into an OCI layout kept in the cache. Layers are
-   stored uncompressed, so a layer's digest is its content and a layer the layout already holds
-   (torch's) is not written again; nor is any time spent compressing gigabytes.
+1. export: the image read from buildah's store into an OCI layout kept in the cache (layout.py,
+   storage.py); a layer the layout already holds (torch's) is not written or compressed again.
 2. import: a tar of that layout holding the manifest, the config and only the layers this
    containerd does not have yet (`ctr content ls`), named by the `io.containerd.image.name`
    annotation, streamed into `ctr images import -` (no archive file on disk). After a code change that is the thin code layer.
@@ -24,7 +23,9 @@ from typing import IO
 
 from kiln_devcluster.images import host, share
 from kiln_devcluster.images.build import Built
+from kiln_devcluster.images.layout import blob_path, current_manifest, keep_current, write_layout
 from kiln_devcluster.images.progress import CommandFailed, run, step
+from kiln_devcluster.images.storage import Store
 
 NAMESPACE = "k8s.io"
 """The namespace the kubelet's CRI plugin reads images from."""
@@ -51,38 +52,17 @@ def layout_dir(built: Built) -> Path:
     return host.cache_dir() / "oci" / built.name
 
 
-def blob_path(layout: Path, digest: str) -> Path:
-    algo, _, hexd = digest.partition(":")
-    return layout / "blobs" / algo / hexd
-
-
-REF_ANNOTATION = "org.opencontainers.image.ref.name"
-CURRENT = "current"
-"""The layout's only ref: `buildah push` adds each build's manifest under it."""
-
-
 def export_layout(built: Built) -> dict[str, object]:
-    """Push the image into its OCI layout (new layers only); returns the manifest descriptor."""
+    """Write the image into its OCI layout from buildah's store (storage.py): the layers the
+    layout lacks, its config and manifest; returns the manifest descriptor."""
     layout = layout_dir(built)
     id_file = layout / "kiln-image-id"
     if not (id_file.exists() and id_file.read_text() == built.image_id):
         with step(f"export {built.name} ({built.ref}) to {layout}"):
-            layout.parent.mkdir(parents=True, exist_ok=True)  # buildah does not create the parent
-            run(["buildah", "push", "--quiet", "--disable-compression", "--format", "oci",
-                 built.ref, f"oci:{layout}:{CURRENT}"])
+            write_layout(Store.buildah(), built.image_id, layout)
             id_file.write_text(built.image_id)
-    keep_current(layout)  # also cleans a layout an earlier kiln left holding every build
+    keep_current(layout)
     return current_manifest(layout)
-
-
-def current_manifest(layout: Path) -> dict[str, object]:
-    """The descriptor named `current` in the layout's index (an error naming the layout if none is)."""
-    index = json.loads((layout / "index.json").read_text())
-    for m in index["manifests"]:
-        if (m.get("annotations") or {}).get(REF_ANNOTATION) == CURRENT:
-            descriptor: dict[str, object] = m
-            return descriptor
-    raise RuntimeError(f"{layout}/index.json names no manifest '{CURRENT}'; remove {layout} to re-export")
 
 
 def config_digest(built: Built) -> str:
@@ -90,20 +70,6 @@ def config_digest(built: Built) -> str:
     layout = layout_dir(built)
     manifest = json.loads(blob_path(layout, str(export_layout(built)["digest"])).read_text())
     return str(manifest["config"]["digest"])
-
-
-def keep_current(layout: Path) -> None:
-    """Drop the manifests of earlier builds from the index (a push leaves them there, unnamed),
-    then every blob the current manifest does not name (an earlier build's code layer)."""
-    current = current_manifest(layout)
-    index = json.loads((layout / "index.json").read_text())
-    index["manifests"] = [current]
-    (layout / "index.json").write_text(json.dumps(index))
-    manifest = json.loads(blob_path(layout, str(current["digest"])).read_text())
-    keep = {current["digest"], manifest["config"]["digest"], *(la["digest"] for la in manifest["layers"])}
-    for blob in (layout / "blobs" / "sha256").iterdir():
-        if f"sha256:{blob.name}" not in keep:
-            blob.unlink()
 
 
 def write_thin_archive(built: Built, descriptor: dict[str, object], have: set[str], out: IO[bytes]) -> int:

@@ -76,7 +76,7 @@ def test_full_names(ref: str, full: str) -> None:
 def test_the_layout_serves_the_current_build_not_the_first(tmp_path: Path) -> None:
     """`buildah push oci:DIR:current` appends each build's manifest to index.json and moves the
     name; the first entry is the oldest build (the bug that imported stale code into the nodes)."""
-    from kiln_devcluster.images.containerd import current_manifest, keep_current
+    from kiln_devcluster.images.layout import current_manifest, keep_current
 
     root = tmp_path / "layout"
     entries = []
@@ -95,7 +95,7 @@ def test_the_layout_serves_the_current_build_not_the_first(tmp_path: Path) -> No
 
 
 def test_a_layout_without_the_current_name_is_an_error_naming_it(tmp_path: Path) -> None:
-    from kiln_devcluster.images.containerd import current_manifest
+    from kiln_devcluster.images.layout import current_manifest
 
     root = tmp_path / "layout"
     root.mkdir()
