@@ -228,8 +228,9 @@ for _kind in CHILD_KINDS:  # core kinds are (version, plural), as kopf spells th
     kopf.on.event(*_kind, id=f"child-{_kind[-1]}", when=_kiln_child)(child_changed)
 
 
-@kopf.on.delete(tr.GROUP, tr.VERSION, tr.PLURAL)
+@kopf.on.delete(tr.GROUP, tr.VERSION, tr.PLURAL, optional=True)
 def forget(name: str, namespace: str | None, **_: Any) -> None:
-    """Children go with the run through owner references. The handler's finalizer keeps a run deleted
-    while the operator is down Terminating until the operator has seen it go."""
+    """Children go with the run through owner references; only the phase gauge needs updating.
+    Optional, so no finalizer: a run deleted while no operator runs (uninstalled, or down) goes at
+    once instead of holding its namespace Terminating; a restarted operator starts with no state."""
     metrics.observe_phase(f"{namespace}/{name}", None)
