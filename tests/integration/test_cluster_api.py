@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import time
@@ -13,6 +12,8 @@ from typing import Any
 import botocore.exceptions
 import pytest
 from clusterlib import REPO, Cluster, devcluster
+from kiln_devcluster.nodes import node_specs
+from kiln_devcluster.paths import StatePaths
 from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 from waiting import wait_for
@@ -117,17 +118,23 @@ def test_kubectl_version_reports_the_built_server(cluster: Cluster) -> None:
     assert versions["serverVersion"]["minor"] == pinned.split(".")[1]
 
 
-def test_kubectl_get_nodes_with_the_kubeconfig(cluster: Cluster) -> None:
-    out = cluster.kubectl("get", "nodes", "-o", "json")
-    assert json.loads(out.stdout)["kind"] == "List"
-    if importlib.util.find_spec("kiln_devcluster.node") is None:
-        pytest.skip("kiln_devcluster.node is not there: no node to be Ready")
+def test_every_node_is_a_ready_kubelet_on_containerd(cluster: Cluster) -> None:
+    """What `kubectl get nodes -o wide` shows: each configured node Ready, running containerd."""
+    wanted = {n.name for n in node_specs(StatePaths(cluster.state_dir))}
+
+    def nodes() -> dict[str, dict[str, Any]]:
+        items = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+        return {n["metadata"]["name"]: n for n in items}
 
     def ready() -> bool:
-        node = json.loads(cluster.kubectl("get", "node", "kiln-node-0", "-o", "json").stdout)
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+        found = nodes()
+        return wanted <= set(found) and all(
+            any(c["type"] == "Ready" and c["status"] == "True" for c in found[name]["status"]["conditions"])
+            for name in wanted)
 
-    wait_for(ready, 60, "node kiln-node-0 Ready")
+    wait_for(ready, 90, f"nodes {sorted(wanted)} Ready")
+    for name in wanted:
+        assert nodes()[name]["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
 
 
 def test_controller_manager_runs_namespace_controllers(cluster: Cluster) -> None:
