@@ -30,6 +30,11 @@ EN_PROMPTS = ("The list type",)
 NO_REPEAT_NGRAM = 3
 """Greedy decoding with the served model's no-repeat rule (`kiln generate --no-repeat-ngram 3`):
 no three-token phrase comes back, so no token runs more than three times (the figures say so)."""
+MIN_NEW_TOKENS = 12
+"""The EOS floor (`kiln generate --min-new-tokens 12`): a small model often finds EOS the likeliest
+token right after a mark (a poem may end there) and then answered nothing; 12 tokens are more than
+one line of seven characters and its mark."""
+MAX_NEW_TOKENS = 40
 
 
 def say(msg: str) -> None:
@@ -133,8 +138,8 @@ def generate_all(env: dict[str, str]) -> list[tuple[str, str]]:
     """Greedy continuations of the demo's prompts from the served model, printed as they come."""
     pairs = []
     for prompt in (*ZH_PROMPTS, *EN_PROMPTS):
-        out = kiln(["generate", TARGET, prompt, "--max-new-tokens", "40", "--no-repeat-ngram", str(NO_REPEAT_NGRAM)],
-                   env)
+        out = kiln(["generate", TARGET, prompt, "--max-new-tokens", str(MAX_NEW_TOKENS),
+                    "--no-repeat-ngram", str(NO_REPEAT_NGRAM), "--min-new-tokens", str(MIN_NEW_TOKENS)], env)
         text = out.stdout.rstrip("\n")
         print(f"  {prompt!r} → {text!r}", flush=True)
         pairs.append((prompt, text))
@@ -179,7 +184,8 @@ def main() -> int:
     install_chart(env)
     say("creating the bucket and the credentials Secret")
     prepare_storage(env)
-    say(f"uploading the demo corpus (chinese-poetry from npm, python3.11-doc from Debian) to s3://kiln/{CORPUS_PREFIX}")
+    say(f"uploading the demo corpus (verse of chinese-poetry from npm, python3.11-doc from Debian) to "
+        f"s3://kiln/{CORPUS_PREFIX}")
     corpus = upload_corpus(env)
     say(f"applying {EXAMPLE.relative_to(REPO_ROOT)}")
     # A second `make demo` trains again from scratch and rolls a new version out to the same target.
@@ -191,7 +197,8 @@ def main() -> int:
     if phase != "Succeeded":
         say(f"the run failed; see `kiln status {RUN}` and `kubectl get events`")
         return 1
-    say(f"text from the served model (kiln generate, greedy, --no-repeat-ngram {NO_REPEAT_NGRAM})")
+    say(f"text from the served model (kiln generate, greedy, --no-repeat-ngram {NO_REPEAT_NGRAM}, "
+        f"--min-new-tokens {MIN_NEW_TOKENS})")
     pairs = generate_all(env)
     say("Chinese quality of the served version (held-out poems; python -m kiln_trainer.eval.quality)")
     met = measure(env, corpus, pairs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from kiln_trainer.data.demo_corpus import is_simplified
+from kiln_trainer.data.demo_corpus import is_regular_verse, is_simplified
 from kiln_trainer.eval.quality import Continuation, Report, cjk_share, judge, longest_repeat, mean_loss
 
 
@@ -47,3 +47,13 @@ def test_simplified_documents_are_told_from_traditional_ones() -> None:
     assert is_simplified("风又雨。吹面落花红舞。")
     assert not is_simplified("心逐輕波去，身随匹馬歸。")
     assert not is_simplified("no Chinese at all")
+
+
+def test_regular_verse_is_five_or_seven_characters_between_marks() -> None:
+    assert is_regular_verse("《送元二使安西》 王维\n\n渭城朝雨浥轻尘，客舍青青柳色新。\n劝君更尽一杯酒，西出阳关无故人。")
+    assert is_regular_verse("《菩萨蛮》\n\n小山重叠金明灭，鬓云欲度香腮雪。\n懒起画蛾眉，弄妆梳洗迟。")
+    # A ci of free metre (a four-character phrase), one line, a line with no mark, no title: not the cut.
+    assert not is_regular_verse("《水调歌头》 苏轼\n\n明月几时有，把酒问青天。\n不知天上宫阙，今夕是何年。")
+    assert not is_regular_verse("《绝句》\n\n两个黄鹂鸣翠柳，一行白鹭上青天。")
+    assert not is_regular_verse("《绝句》\n\n两个黄鹂鸣翠柳\n一行白鹭上青天。")
+    assert not is_regular_verse("两个黄鹂鸣翠柳，一行白鹭上青天。\n窗含西岭千秋雪，门泊东吴万里船。")
