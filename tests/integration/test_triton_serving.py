@@ -78,6 +78,16 @@ def test_greedy_is_token_identical_to_in_process(served):
         assert got.text == versions[1].decode(got.token_ids)
 
 
+def test_decoding_rules_reach_the_server(served):
+    # The n-gram rule and the EOS floor are inputs of the served model: its answers are in-process generation's.
+    triton, versions, _ = served
+    for prompt in PROMPTS:
+        req = GenerateRequest(prompt, max_new_tokens=12, no_repeat_ngram=3, min_new_tokens=12)
+        got = generate(triton.grpc_url, "tiny", req, version=1)
+        assert got.token_ids == _local(versions[1], prompt, max_new_tokens=12, no_repeat_ngram=3, min_new_tokens=12)
+        assert len(got.token_ids) == 12 and versions[1].eos_id not in got.token_ids
+
+
 def test_reference_outputs_in_manifest_match_the_server(served):
     triton, versions, _ = served
     ref = versions[1].manifest["reference_outputs"][0]
@@ -131,6 +141,7 @@ def test_concurrent_requests_are_batched_and_correct(served):
         (GenerateRequest("the cat " * 80, max_new_tokens=4), "exceeds the model context"),
         (GenerateRequest("the cat", max_new_tokens=0), "MAX_NEW_TOKENS"),
         (GenerateRequest("the cat", temperature=-1.0), "TEMPERATURE"),
+        (GenerateRequest("the cat", max_new_tokens=4, min_new_tokens=5), "MIN_NEW_TOKENS"),
     ],
 )
 def test_bad_requests_get_errors_and_the_server_survives(served, req, message):
