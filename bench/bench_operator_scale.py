@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import urllib.request
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -55,6 +56,10 @@ from bench_reconcile import (
     measure_floor,
 )
 from kubernetes import client, watch
+from urllib3.exceptions import InsecureRequestWarning
+
+# A throwaway control plane may serve a self-signed certificate; the warning would drown the figures.
+warnings.simplefilter("ignore", InsecureRequestWarning)
 
 REST_S = 60.0
 CHANGES = 100
@@ -168,7 +173,8 @@ def measure(api: client.ApiClient, n: int) -> dict[str, Any]:
     port = _free_port()
     env = {**os.environ, "KUBECONFIG": str(KUBECONFIG), "KILN_NAMESPACE": ns,
            "KILN_METRICS_PORT": str(port), "KILN_LOG_LEVEL": "WARNING", "DS_ACCELERATOR": "cpu"}
-    op = subprocess.Popen([sys.executable, "-m", "kiln_operator.main"], env=env, stdout=subprocess.DEVNULL,
+    # Not `-m kiln_operator.main`: kopf imports that module again, which would register its startup twice.
+    op = subprocess.Popen([sys.executable, "-c", "from kiln_operator.main import main; main()"], env=env, stdout=subprocess.DEVNULL,
                           stderr=open(REPO / ".kiln" / f"bench-scale-{n}.log", "w"))
     seen = Seen(api, ns)
     out: dict[str, Any] = {"n": n}

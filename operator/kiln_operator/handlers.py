@@ -189,7 +189,14 @@ async def start_driver(memo: kopf.Memo, **_: Any) -> None:
     """The Driver lives in kopf's memo; its workers run on kopf's loop. Watch events, and so reconciles,
     only begin once every startup handler (`configure` sets the API client) has finished."""
     memo.driver = Driver(reconcile_body, write_status, WORKERS)
-    memo.driver.queue.start()
+
+
+def _driver(memo: kopf.Memo) -> Driver:
+    """The memo's Driver, its workers started from the first watch event: a watch handler's context
+    carries kopf's event poster (a startup handler's does not), and the workers inherit it."""
+    driver: Driver = memo.driver
+    driver.queue.start()
+    return driver
 
 
 @kopf.on.cleanup()
@@ -207,7 +214,7 @@ async def run_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if event["type"] == "DELETED":
         meta = body["metadata"]
         metrics.observe_phase(f"{meta['namespace']}/{meta['name']}", None)
-    memo.driver.run_event(event["type"], body)
+    _driver(memo).run_event(event["type"], body)
 
 
 def _kiln_child(labels: kopf.Labels, **_: Any) -> bool:
@@ -216,7 +223,7 @@ def _kiln_child(labels: kopf.Labels, **_: Any) -> bool:
 
 async def child_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A child changed (its status, or it was deleted): reconcile the run it belongs to."""
-    memo.driver.child_event(event["object"])
+    _driver(memo).child_event(event["object"])
 
 
 CHILD_KINDS = [("batch", "v1", "jobs"), ("kubeflow.org", "v1", "pytorchjobs"), ("v1", "configmaps"),

@@ -84,6 +84,10 @@ class WorkQueue(Generic[K]):
         return len(self._queued | self._running | set(self._due))
 
     def start(self) -> None:
+        """Start the timer and the workers (once; later calls do nothing). They run in the context of the
+        caller, so call it from a kopf handler: that context holds kopf's event poster."""
+        if self._tasks:
+            return
         self._tasks = [asyncio.create_task(self._timer(), name="workqueue timer")]
         self._tasks += [asyncio.create_task(self._worker(), name=f"workqueue worker {i}") for i in range(self._workers)]
 
