@@ -13,8 +13,7 @@ collide on one machine:
   the containerd root with its images (``~/.cache/kiln/containerd/<name>/``, kept
   across `down` and shared by checkouts, so imported images survive).
 
-``KILN_NODES`` (1 or 2, default 2) picks the count; ``KILN_NODE=process`` keeps the
-old Python process node instead (until it is removed).
+``KILN_NODES`` (1 or 2, default 2) picks the count.
 """
 
 from __future__ import annotations
@@ -111,10 +110,11 @@ class NodeSpec:
 
 
 def node_mode() -> str:
-    """``real`` (kubelet + containerd) or ``process`` (the old Python stand-in), from ``KILN_NODE``."""
+    """Always ``real`` (kubelet + containerd); ``KILN_NODE=process`` named a Python stand-in that is gone."""
     mode = os.environ.get("KILN_NODE", "real")
-    if mode not in ("real", "process"):
-        raise ValueError(f"KILN_NODE must be 'real' or 'process', got {mode!r}")
+    if mode != "real":
+        raise ValueError(f"KILN_NODE={mode!r}: the process node is gone, every node is a real kubelet "
+                         "with containerd; unset KILN_NODE")
     return mode
 
 

@@ -87,7 +87,7 @@ def test_coredns_service_sits_at_the_kubelets_cluster_dns_address() -> None:
     assert "kubernetes cluster.local" in docs["ConfigMap"]["data"]["Corefile"]
 
 
-@pytest.mark.parametrize(("var", "value"), [("KILN_NODE", "docker"), ("KILN_NODES", "3"), ("KILN_NODES", "x")])
+@pytest.mark.parametrize(("var", "value"), [("KILN_NODE", "docker"), ("KILN_NODE", "process"), ("KILN_NODES", "3"), ("KILN_NODES", "x")])
 def test_bad_node_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ValueError, match=var):
