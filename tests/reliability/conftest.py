@@ -31,6 +31,7 @@ _spec.loader.exec_module(_integration)
 cluster = _integration.cluster
 s3_bucket = _integration.s3_bucket
 s3_identity = _integration.s3_identity
+s3_module_bucket = _integration.s3_module_bucket
 
 _FIGURES: list[str] = []
 
