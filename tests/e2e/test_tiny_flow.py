@@ -16,6 +16,7 @@ import pytest
 import yaml
 from kilnflow import REPO, Load, condition, kiln, live_version, phase_of, run_object, service_grpc
 from kubernetes import client
+from nodekit import delete_namespace
 from waiting import wait_for
 
 NS = "kiln-e2e"
@@ -62,7 +63,13 @@ def kiln_installed(cluster):
     if core.list_namespaced_secret(NS, field_selector="metadata.name=kiln-s3").items:
         core.delete_namespaced_secret("kiln-s3", NS)
     core.create_namespaced_secret(NS, secret)
-    return cluster
+    yield cluster
+    # Nothing stays behind for the tests after this module: the runs go while their operator still
+    # runs (it removes its finalizers), then the release, then the namespace with the serving target.
+    cluster.kubectl("-n", NS, "delete", "trainingruns", "--all", "--wait=true", timeout=180)
+    subprocess.run([helm, "uninstall", "kiln-e2e", "-n", NS, "--wait", f"--kubeconfig={cluster.kubeconfig}"],
+                   capture_output=True, text=True, timeout=300, check=True)
+    delete_namespace(core, NS)
 
 
 @pytest.fixture(scope="module")

@@ -46,8 +46,28 @@ def namespace(core: client.CoreV1Api, prefix: str) -> Iterator[str]:
     try:
         yield name
     finally:
+        delete_namespace(core, name)
+
+
+def delete_namespace(core: client.CoreV1Api, name: str, timeout: float = 180) -> None:
+    """Delete a test's namespace and wait until it is gone: a namespace left Terminating (or with
+    running pods) would hold the nodes' CPU and memory for the tests after it."""
+    try:
         core.delete_namespace(name)
-        wait_for(lambda: not core.list_namespaced_pod(name).items, 120, f"pods of {name} gone")
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(name)
+        except client.ApiException as e:
+            if e.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(gone, timeout, f"namespace {name} deleted")
 
 
 def pod(name: str, command: list[str], image: str = PY_IMAGE, restart: str = "Never", **container: Any) -> dict[str, Any]:

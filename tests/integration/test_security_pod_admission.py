@@ -26,6 +26,7 @@ from kiln_operator.builders.pytorchjob import build_pytorchjob
 from kiln_operator.serving import builders as sb
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from nodekit import delete_namespace
 from waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -44,7 +45,7 @@ def restricted_ns(cluster: Any) -> Iterator[str]:
     try:
         yield name
     finally:
-        core.delete_namespace(name)
+        delete_namespace(core, name)
 
 
 def _run(ns: str, service_account: str | None) -> Run:
