@@ -175,10 +175,18 @@ PYTORCH_INIT_TEMPLATE = """
   resources:
     limits: {cpu: 100m, memory: 20Mi}
     requests: {cpu: 50m, memory: 10Mi}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65534
+    allowPrivilegeEscalation: false
+    capabilities: {drop: [ALL]}
+    seccompProfile: {type: RuntimeDefault}
   command: ['sh', '-c', 'ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace); err=1; for i in $(seq {{.MaxTries}}); do if nslookup {{.MasterAddr}}.$ns.svc.cluster.local; then err=0 && break; fi; echo waiting for master; sleep 2; done; exit $err']
 """
 """The workers' wait-for-master init container on real nodes: upstream's uses alpine (no registry
-here) and `nslookup <name>`, which busybox's nslookup does not expand with the search path."""
+here) and `nslookup <name>`, which busybox's nslookup does not expand with the search path. Its
+securityContext meets Pod Security `restricted`: without one the training-operator cannot create
+a worker in a namespace that enforces it (upstream's template has none; see the chart README)."""
 
 
 def _training_operator_init(c: Ctx) -> list[str]:
