@@ -18,6 +18,13 @@ def job_pods(kube: Kube, run: Run, job: dict[str, Any]) -> list[dict[str, Any]]:
     return kube.list("v1", "Pod", run.namespace, f"job-name={job['metadata']['name']}")
 
 
+def job_hold(kube: Kube, run: Run, job: dict[str, Any], pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Why the job's pods do not run: one cannot start or be placed (pod status), or one could not be
+    created at all (the controller's Warning Event: Pod Security, quota, a webhook refused it)."""
+    return children.blocked(pods) or children.refused(
+        kube.warnings_about(run.namespace, str(job.get("kind", "Job")), job["metadata"]["name"]))
+
+
 def failure_cause(kube: Kube, run: Run, pods: list[dict[str, Any]]) -> tuple[int, str] | None:
     """(exit code, "pod <name> exited with <code>: <the trainer's own error line>") of a failed pod: its
     termination message, else the tail of its log (the trainer prints config errors as its last line)."""

@@ -93,6 +93,21 @@ _BLOCKED = {
 }
 
 
+_CREATE_REFUSED = frozenset({"FailedCreate", "FailedCreatePod"})
+"""Warning reasons of the Job and PyTorchJob controllers when the API server refused a pod (admission:
+Pod Security, quota, a webhook): no pod exists, so no pod status can say why."""
+
+
+def refused(events: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """("PodCreateRefused", the controller's newest message) when a pod of the job could not be created."""
+    hits = [e for e in events if e.get("reason") in _CREATE_REFUSED]
+    if not hits:
+        return None
+    newest = max(hits, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    obj = newest.get("involvedObject") or {}
+    return "PodCreateRefused", f"{obj.get('kind', '?')} {obj.get('name', '?')}: {newest.get('message', '')}"[:1000]
+
+
 def blocked(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(reason, message naming the pod and the object at fault) when a pod cannot start its container,
     or the scheduler found no node for it (``Unschedulable``: resources, selectors, taints)."""

@@ -30,7 +30,8 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("v1", "Service"): Kind("api/v1", "services"),
     ("v1", "ServiceAccount"): Kind("api/v1", "serviceaccounts"),
     ("v1", "Pod"): Kind("api/v1", "pods"),
-    ("v1", "Secret"): Kind("api/v1", "secrets"),  # create only: the operator never reads Secrets
+    ("v1", "Secret"): Kind("api/v1", "secrets"),
+    ("v1", "Event"): Kind("api/v1", "events"),  # list only: why a controller could not create a pod  # create only: the operator never reads Secrets
     ("networking.k8s.io/v1", "NetworkPolicy"): Kind("apis/networking.k8s.io/v1", "networkpolicies"),
     ("batch/v1", "Job"): Kind("apis/batch/v1", "jobs"),
     ("apps/v1", "Deployment"): Kind("apis/apps/v1", "deployments"),
@@ -124,6 +125,13 @@ class Kube:
             if e.status == 404:
                 return False
             raise
+
+    def warnings_about(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """Warning Events whose involved object is `kind` `name` (e.g. a Job's FailedCreate)."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"
+        out = self._call("GET", self._path("v1", "Event", namespace), query=[("fieldSelector", selector)])
+        items: list[dict[str, Any]] = out.get("items", [])
+        return items
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         out = self._call("GET", self._path(api_version, kind, namespace), query=[("labelSelector", selector)])

@@ -107,7 +107,7 @@ def step_preparing(ctx: Ctx) -> Transition | None:
         return Transition("Training", "DataPrepared", "dataset ready")
     if state == "Failed":
         return causes.job_failed(ctx.kube, ctx.run, job, "PrepareFailed", message)
-    ctx.hold = children.blocked(causes.job_pods(ctx.kube, ctx.run, job))
+    ctx.hold = causes.job_hold(ctx.kube, ctx.run, job, causes.job_pods(ctx.kube, ctx.run, job))
     return None
 
 
@@ -215,8 +215,8 @@ def _training(ctx: Ctx) -> Transition | None:
         waiting, queued_move = queuewait.check(ctx, job)
         if waiting or queued_move is not None:
             return queued_move
-    ctx.hold = children.blocked(ctx.kube.list("v1", "Pod", ctx.run.namespace,
-                                              f"{LABEL_RUN}={ctx.run.name},{LABEL_STAGE}=train"))
+    ctx.hold = causes.job_hold(ctx.kube, ctx.run, job, ctx.kube.list(
+        "v1", "Pod", ctx.run.namespace, f"{LABEL_RUN}={ctx.run.name},{LABEL_STAGE}=train"))
     return None
 
 
@@ -282,7 +282,7 @@ def step_exporting(ctx: Ctx) -> Transition | None:
             return Transition("Failed", "QuantizationRejected",
                               rejected.removeprefix("QuantizationRejected: ") or "the INT8 perplexity gate failed")
         return causes.job_failed(ctx.kube, ctx.run, job, "ExportFailed", message)
-    ctx.hold = children.blocked(causes.job_pods(ctx.kube, ctx.run, job))
+    ctx.hold = causes.job_hold(ctx.kube, ctx.run, job, causes.job_pods(ctx.kube, ctx.run, job))
     return None
 
 

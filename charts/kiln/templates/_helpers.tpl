@@ -64,7 +64,7 @@ app.kubernetes.io/component: operator
   verbs: ["get", "create", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list"]   # list: a Job controller's FailedCreate says why a pod was never made
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create"]         # serving targets' repository-API key only; never get/list: no Secret is read

@@ -87,6 +87,9 @@ class FakeKube:
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self.pods
 
+    def warnings_about(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        return [e for e in getattr(self, "events", []) if (e.get("involvedObject") or {}).get("name") == name]
+
     def has_api(self, group_version: str, plural: str) -> bool:
         return self.kubeflow
 

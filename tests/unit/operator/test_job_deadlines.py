@@ -63,3 +63,25 @@ def test_a_job_past_its_deadline_fails_the_run_naming_it(fake: tuple[FakeKube, E
 def test_scheduled_pods_do_not_stall() -> None:
     ok = {"metadata": {"name": "p"}, "status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}}
     assert children.blocked([ok]) is None
+
+
+def test_a_pod_the_api_server_refused_stalls_the_run_with_the_controllers_message(
+        fake: tuple[FakeKube, Events]) -> None:  # noqa: F811
+    """No pod exists to carry a status (Pod Security refused it): the Job controller's FailedCreate says why."""
+    kube, _ = fake
+    status = reconcile(tiny(), {})
+    refusal = 'pods "tiny-prepare-x1" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false'
+    kube.events = [  # type: ignore[attr-defined]
+        {"reason": "SuccessfulCreate", "type": "Normal", "involvedObject": {"kind": "Job", "name": "tiny-prepare"}},
+        {"reason": "FailedCreate", "type": "Warning", "message": f"Error creating: {refusal}",
+         "lastTimestamp": "2026-12-08T02:17:20Z", "involvedObject": {"kind": "Job", "name": "tiny-prepare"}},
+    ]
+    status = reconcile(tiny(), status)
+    stalled, got, message = cond(status, "Stalled")
+    assert (status["phase"], stalled, got) == ("Preparing", "True", "PodCreateRefused")
+    assert message.startswith("Job tiny-prepare: ") and "PodSecurity" in message
+
+
+def test_events_of_other_kinds_of_trouble_are_no_refusal() -> None:
+    events = [{"reason": "BackoffLimitExceeded", "type": "Warning", "involvedObject": {"kind": "Job", "name": "j"}}]
+    assert children.refused(events) is None
