@@ -9,8 +9,9 @@
 #   devcluster/build.sh              build what is missing (idempotent), in order of importance
 #   devcluster/build.sh --print-bin  print the directory holding all binaries (builds nothing)
 #   devcluster/build.sh --print-crds print the directory holding the training-operator's CRDs
-#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator pause coredns versitygw
-#                                     kstatus)
+#   devcluster/build.sh --print-kueue-crds  print the directory holding Kueue's CRDs
+#   devcluster/build.sh COMPONENT..  build only these (kubernetes etcd helm training-operator kueue pause coredns
+#                                     versitygw kstatus)
 #
 # The machine has 2 cores and CI 90 minutes in total, so builds run one at a
 # time with `-p 2`, the longest and most important (kubernetes) first, and each
@@ -30,6 +31,7 @@ TRAINING_OPERATOR_VERSION=v1.9.3
 COREDNS_VERSION=v1.14.7
 PAUSE_VERSION=3.10-kiln1
 VERSITYGW_VERSION=v1.8.0
+KUEUE_VERSION=v0.17.0  # sigs.k8s.io/kueue: the newest on the proxy; built on client-go v0.35 (one minor behind the cluster, within client-go's skew)
 KSTATUS_VERSION=v0.37.2  # sigs.k8s.io/cli-utils, whose kstatus is Flux's health verdict (tests only)
 
 # Static binaries; trimmed paths keep the build cache shareable across checkouts.
@@ -134,6 +136,23 @@ build_training_operator() {
   ln -sfn "$crds" "$CACHE/crds/current"
 }
 
+build_kueue() {
+  local mod="sigs.k8s.io/kueue"
+  go_build kueue "$KUEUE_VERSION" "$HERE/build/kueue" "-X $mod/pkg/version.GitVersion=$KUEUE_VERSION" "$mod/cmd/kueue"
+  # Its CRDs and webhook manifests come from the same module source (kustomize's inputs; the dev
+  # cluster points them at its own Service itself, kiln_devcluster/kueue.py), so they match the binary.
+  local crds="$CACHE/crds/kueue-$KUEUE_VERSION"
+  if [ ! -f "$crds/webhooks.yaml" ]; then
+    local src
+    src="$(cd "$HERE/build/kueue" && go list -m -f '{{.Dir}}' "$mod")"
+    mkdir -p "$crds"
+    cp "$src"/config/components/crd/bases/*.yaml "$crds/"
+    cp "$src/config/components/webhook/manifests.yaml" "$crds/webhooks.yaml"
+    chmod u+w "$crds"/*.yaml
+  fi
+  ln -sfn "$crds" "$CACHE/crds/kueue-current"
+}
+
 build_coredns() {
   # A main with only the plugins the dev cluster's Corefile uses (build/coredns/main.go).
   go_build coredns "$COREDNS_VERSION" "$HERE/build/coredns" \
@@ -161,10 +180,11 @@ main() {
   case "${1:-}" in
     --print-bin) print_bin; return 0 ;;
     --print-crds) echo "$CACHE/crds/current"; return 0 ;;
+    --print-kueue-crds) echo "$CACHE/crds/kueue-current"; return 0 ;;
   esac
   command -v go >/dev/null || { log "go is not on PATH (need go >= 1.26)"; exit 1; }
   local components=("$@")
-  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator helm pause coredns versitygw kstatus)
+  [ ${#components[@]} -gt 0 ] || components=(kubernetes etcd training-operator kueue helm pause coredns versitygw kstatus)
   local c total_start=$SECONDS
   for c in "${components[@]}"; do
     case "$c" in
@@ -172,11 +192,12 @@ main() {
       etcd) build_etcd ;;
       helm) build_helm ;;
       training-operator) build_training_operator ;;
+      kueue) build_kueue ;;
       pause) build_pause ;;
       coredns) build_coredns ;;
       versitygw) build_versitygw ;;
       kstatus) build_kstatus ;;
-      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator pause coredns versitygw kstatus)"; exit 2 ;;
+      *) log "unknown component '$c' (known: kubernetes etcd helm training-operator kueue pause coredns versitygw kstatus)"; exit 2 ;;
     esac
   done
   log "all done in $((SECONDS - total_start))s; binaries in $CURRENT"

@@ -7,7 +7,8 @@
   ``http://minio.kiln-system.svc:9000`` (the EndpointSlice mirroring controller
   turns the Endpoints into an EndpointSlice);
 - the training-operator's PyTorchJob CRD from its module source, and its
-  webhook wiring (see trainingop.py).
+  webhook wiring (see trainingop.py);
+- Kueue's CRDs and webhook wiring, also from its module source (see kueue.py).
 
 Applied with server-side apply: idempotent, and the CRD is too large for the
 client-side last-applied annotation.
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kiln_devcluster import trainingop
+from kiln_devcluster import kueue, trainingop
 from kiln_devcluster.apiclient import get_json
 from kiln_devcluster.components import NODE_IP, S3_PORT, Ctx
 
@@ -68,6 +69,14 @@ def apply_base(ctx: Ctx, crds: Path | None) -> None:
         kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", "-", stdin=docs)
         kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", str(crds))
         wait_crd_established(ctx, "pytorchjobs.kubeflow.org", 60.0)
+
+
+def apply_kueue(ctx: Ctx, crds: Path) -> None:
+    """Kueue's namespace, webhook Service/Endpoints/configurations and CRDs (kueue.py)."""
+    docs = kueue.manifests_json(ctx, crds)
+    kubectl(ctx, "apply", "--server-side", "--force-conflicts", "--field-manager=kiln-devcluster", "-f", "-", stdin=docs)
+    for plural in ("workloads", "clusterqueues", "localqueues", "resourceflavors", "workloadpriorityclasses"):
+        wait_crd_established(ctx, f"{plural}.kueue.x-k8s.io", 60.0)
 
 
 def wait_crd_established(ctx: Ctx, name: str, timeout_s: float) -> None:

@@ -29,6 +29,7 @@ S3_SECRET_KEY = "kiln-admin-secret-key"
 NODE_NAME = "kiln-node-0"
 TRAINING_OPERATOR_PROBE = "127.0.0.1:18081"
 TRAINING_OPERATOR_WEBHOOK_PORT = 19443
+KUEUE_PROBE = "127.0.0.1:18083"
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,24 @@ def _sync_webhook_certs(c: Ctx) -> None:
     sync_webhook_certs(c)
 
 
+def _kueue_missing(c: Ctx) -> str | None:
+    from kiln_devcluster import kueue  # imports this module
+
+    return kueue.disabled() or _binary_missing("kueue")(c)
+
+
+def _kueue_argv(c: Ctx) -> list[str]:
+    from kiln_devcluster import kueue
+
+    return kueue.argv(c)
+
+
+def _kueue_prepare(c: Ctx) -> None:
+    from kiln_devcluster import kueue
+
+    kueue.prepare(c)
+
+
 def environment(component: Component, paths: StatePaths) -> dict[str, str]:
     """The component's extra environment, with state paths filled in."""
     from_paths = {k: str(getattr(paths, attr)) for k, attr in component.env_from_paths.items()}
@@ -268,6 +287,12 @@ CONTROL_PLANE: tuple[Component, ...] = (
         # Its webhook certificates are made by its own cert rotator into this namespace.
         env={"MY_POD_NAMESPACE": "kubeflow"}, optional=_binary_missing("training-operator.v1"),
         while_starting=_sync_webhook_certs,
+    ),
+    Component(
+        "kueue", _kueue_argv,
+        # readyz: webhook server serving the CA-issued certificate (kueue.py); queues start with it.
+        lambda c: _get_ok(f"http://{KUEUE_PROBE}/readyz"), 90,
+        optional=_kueue_missing, prepare=_kueue_prepare,
     ),
 )
 """Everything but the node(s)."""

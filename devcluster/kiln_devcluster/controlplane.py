@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from kiln_devcluster import bootstrap, net, nodecleanup, procs
+from kiln_devcluster import bootstrap, kueue, net, nodecleanup, procs
 from kiln_devcluster.components import (
     API_PORT,
     COMPONENTS,
@@ -182,10 +182,17 @@ def _apply_base(ctx: Ctx) -> None:
     crd = crds_dir() / "kubeflow.org_pytorchjobs.yaml"
     with _step("base objects applied (namespaces, S3 Service, PyTorchJob CRD)"):
         bootstrap.apply_base(ctx, crd if crd.exists() else None)
+    if _kueue_wanted(ctx):
+        with _step("Kueue CRDs and webhooks applied"):
+            bootstrap.apply_kueue(ctx, kueue.crds_dir())
     real = node_mode() == "real"
     wanted = {n.name for n in node_specs(ctx.paths)} if real else {NODE_NAME}
     if pruned := bootstrap.prune_nodes(ctx, wanted, real):
         say(f"deleted Node objects of another node mode or count: {', '.join(pruned)}")
+
+
+def _kueue_wanted(ctx: Ctx) -> bool:
+    return kueue.disabled() is None and (ctx.bin / "kueue").exists() and kueue.crds_dir().is_dir()
 
 
 def down(paths: StatePaths, purge: bool = False) -> None:

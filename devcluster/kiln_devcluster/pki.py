@@ -79,12 +79,16 @@ CERTS: tuple[CertSpec, ...] = (
     # A dev cluster: the training-operator gets admin rights instead of a
     # hand-maintained ClusterRole copied from its manifests.
     CertSpec("training-operator", "kiln-training-operator", groups=("system:masters",)),
+    # Kueue likewise; its webhook serves a certificate of this CA (no cert rotator of its own).
+    CertSpec("kueue", "kiln-kueue", groups=("system:masters",)),
+    CertSpec("kueue-webhook", "kueue-webhook-service.kueue-system.svc", server=True,
+             sans=("kueue-webhook-service.kueue-system.svc", "kueue-webhook-service.kueue-system.svc.cluster.local")),
     # Real nodes: the Node authorizer and NodeRestriction know a kubelet by this CN/O pair;
     # RBAC's bootstrap binding system:node-proxier names the user system:kube-proxy.
     *(CertSpec(f"kubelet-kiln-node-{i}", f"system:node:kiln-node-{i}", groups=("system:nodes",)) for i in range(MAX_NODES)),
     CertSpec("kube-proxy", "system:kube-proxy"),
 )
-KUBECONFIGS = ("controller-manager", "scheduler", "training-operator", "kube-proxy",
+KUBECONFIGS = ("controller-manager", "scheduler", "training-operator", "kueue", "kube-proxy",
                *(f"kubelet-kiln-node-{i}" for i in range(MAX_NODES)))
 """Components that get ``pki/<name>.kubeconfig`` (client certificate ``<name>``)."""
 
