@@ -41,8 +41,9 @@ _BUILD_SH = Path(__file__).resolve().parents[1] / "build.sh"
 
 
 def disabled() -> str | None:
-    """A reason to leave Kueue out (KILN_KUEUE=0), or None."""
-    return "KILN_KUEUE=0" if os.environ.get("KILN_KUEUE") == "0" else None
+    """A reason to leave Kueue out, or None. Opt-in (KILN_KUEUE=1) until its integration test has run
+    in the whole suite: it joined `up` too late in this stop to be part of the validated cluster."""
+    return None if os.environ.get("KILN_KUEUE") == "1" else "not enabled (KILN_KUEUE=1 starts it)"
 
 
 def crds_dir() -> Path:
