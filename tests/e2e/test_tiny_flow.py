@@ -54,7 +54,9 @@ def kiln_installed(cluster):
     s3 = cluster.s3_client()
     if "kiln" not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket="kiln")
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix="demo/"):
+    # Only this namespace's part of the bucket: `make demo` keeps its model versions under demo/default/,
+    # and a serving target of the demo still points at them (wiping them made its pods crash-loop).
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix=f"demo/{NS}/"):
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket="kiln", Key=obj["Key"])
     secret = client.V1Secret(metadata=client.V1ObjectMeta(name="kiln-s3"), string_data={
