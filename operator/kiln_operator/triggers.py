@@ -93,7 +93,10 @@ def due_in(spec: Mapping[str, Any], status: Mapping[str, Any], devices: int) -> 
     if phase in tr.TERMINAL_PHASES:
         return None
     due = RESYNC_S
-    if _held(status) or phase == "RollingOut":
+    # Training polls too: a gang restart waits for the old job's pods to go (foreground deletion, the
+    # trainers' emergency commit), and the integration test saw a deleted training job's last watch
+    # event leave the run unrecreated for minutes. Runs at rest (held before training, done) do not poll.
+    if _held(status) or phase in ("RollingOut", "Training"):
         due = min(due, POLL_S)
     if phase == "Training":
         budget = _budget_due(spec, status, devices)

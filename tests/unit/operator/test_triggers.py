@@ -67,7 +67,7 @@ STALLED = {"type": "Stalled", "status": "True", "reason": "SecretNotFound"}
     ({"phase": "Succeeded"}, None),
     ({"phase": "Failed"}, None),
     ({"phase": "Preparing"}, triggers.RESYNC_S),
-    ({"phase": "Training", "gpuHours": 0.5}, triggers.RESYNC_S),  # no budget: nothing runs out
+    ({"phase": "Training", "gpuHours": 0.5}, triggers.POLL_S),  # a gang restart waits on pods going away
     ({"phase": "Preparing", "conditions": [STALLED]}, triggers.POLL_S),
     ({"phase": "RollingOut"}, triggers.POLL_S),
 ])
@@ -77,12 +77,12 @@ def test_due_time_by_phase(status: dict[str, Any], want: float | None) -> None:
 
 def test_a_budget_is_checked_when_it_runs_out_not_before() -> None:
     spec = {"budget": {"maxGpuHours": 1.0}}
-    # 2 devices, 0.99 of 1.0 device-hours used: 0.01 h / 2 devices = 18 s left.
-    assert triggers.due_in(spec, {"phase": "Training", "gpuHours": 0.99}, devices=2) == pytest.approx(18.0)
+    # 2 devices, 0.999 of 1.0 device-hours used: 0.001 h / 2 devices = 1.8 s left (sooner than the poll).
+    assert triggers.due_in(spec, {"phase": "Training", "gpuHours": 0.999}, devices=2) == pytest.approx(1.8)
     # Already over: once, soon, not in a tight loop.
     assert triggers.due_in(spec, {"phase": "Training", "gpuHours": 2.0}, devices=2) == triggers.MIN_DUE_S
-    # Far away: the resync comes first.
-    assert triggers.due_in({"budget": {"maxGpuHours": 100.0}}, {"phase": "Training"}, devices=1) == triggers.RESYNC_S
+    # Far away: the training poll comes first.
+    assert triggers.due_in({"budget": {"maxGpuHours": 100.0}}, {"phase": "Training"}, devices=1) == triggers.POLL_S
 
 
 class Writer:
